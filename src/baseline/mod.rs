@@ -1,0 +1,1 @@
+//! Behavioural baselines and deviation scoring.

@@ -1,0 +1,58 @@
+//! The command-line front end. Each command lives in its own file, parses nothing
+//! itself beyond its flags, and calls into the library; `main.rs` only dispatches.
+
+mod detect;
+mod ingest;
+mod simulate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use detect::DetectArgs;
+pub use ingest::IngestArgs;
+pub use simulate::SimulateArgs;
+
+/// Learn each IoT/OT device's normal behaviour and flag the windows that deviate.
+#[derive(Debug, Parser)]
+#[command(name = "pivotwatch", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter for diagnostics on stderr (for example `debug` or `pivotwatch=trace`).
+    #[arg(long, global = true, env = "PIVOTWATCH_LOG", default_value = "warn")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read telemetry files and print what they hold.
+    Ingest(IngestArgs),
+    /// Write a simulated hospital, building and plant fleet with labelled scenarios.
+    Simulate(SimulateArgs),
+    /// Learn baselines and score every device window after the baseline period.
+    Detect(DetectArgs),
+    /// Simulate a fleet in a temporary folder, detect, and print a summary.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Keep the simulated files here instead of a temporary folder.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Simulator seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// Runs one parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Ingest(args) => ingest::run(args),
+        Command::Simulate(args) => simulate::run(args),
+        Command::Detect(args) => detect::run(args),
+        Command::Demo(args) => detect::run_demo(args),
+    }
+}

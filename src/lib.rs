@@ -1,0 +1,15 @@
+//! pivotwatch learns how each IoT and OT device on a network normally behaves, scores
+//! deviations against the device's own history and its peer group, and explains them.
+//!
+//! Layout, from the bottom up (each module depends only on those above it):
+//! - `model`: plain domain types (flows, devices, findings).
+//! - `timefmt`: RFC 3339 and duration text.
+//! - `ingest`: Zeek `conn.log` and inventory readers, and the fleet simulator.
+//! - `baseline`: feature windows, detectors, explanations and risk.
+//! - `cli`: the command-line front end; thin glue over the modules above.
+
+pub mod baseline;
+pub mod cli;
+pub mod ingest;
+pub mod model;
+pub mod timefmt;
