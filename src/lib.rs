@@ -12,4 +12,5 @@ pub mod baseline;
 pub mod cli;
 pub mod ingest;
 pub mod model;
+pub mod pipeline;
 pub mod timefmt;

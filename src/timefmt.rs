@@ -8,7 +8,7 @@ use time::format_description::well_known::Rfc3339;
 /// to the microsecond otherwise.
 pub fn rfc3339(unix_secs: f64) -> String {
     let nanos = (unix_secs * 1e9).round() as i128;
-    let rounded = if nanos % 1_000_000_000 == 0 { nanos } else { nanos / 1000 * 1000 };
+    let rounded = (nanos + 500).div_euclid(1000) * 1000;
     match OffsetDateTime::from_unix_timestamp_nanos(rounded) {
         Ok(at) => at.format(&Rfc3339).unwrap_or_else(|_| format!("{unix_secs}")),
         Err(_) => format!("{unix_secs}"),
@@ -19,10 +19,10 @@ pub fn rfc3339(unix_secs: f64) -> String {
 /// UTC) or Unix seconds into Unix seconds.
 pub fn parse_time(text: &str) -> Result<f64, String> {
     let text = text.trim();
-    if let Ok(secs) = text.parse::<f64>() {
-        if secs.is_finite() {
-            return Ok(secs);
-        }
+    if let Ok(secs) = text.parse::<f64>()
+        && secs.is_finite()
+    {
+        return Ok(secs);
     }
     if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
         return Ok(at.unix_timestamp_nanos() as f64 / 1e9);
@@ -67,6 +67,7 @@ mod tests {
     fn formats_whole_and_fractional_seconds() {
         assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1545403816.962094), "2018-12-21T14:50:16.962094Z");
+        assert_eq!(rfc3339(1545403816.8709), "2018-12-21T14:50:16.8709Z");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The command-line front end. Each command lives in its own file, parses nothing
 //! itself beyond its flags, and calls into the library; `main.rs` only dispatches.
 
+mod demo;
 mod detect;
 mod ingest;
 mod simulate;
@@ -53,6 +54,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Ingest(args) => ingest::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Detect(args) => detect::run(args),
-        Command::Demo(args) => detect::run_demo(args),
+        Command::Demo(args) => demo::run(args),
     }
 }

@@ -2,6 +2,11 @@
 
 use std::path::PathBuf;
 
+use crate::ingest::sim::{
+    CONN_LOG_FILE, INVENTORY_FILE, SIMULATION_FILE, SimConfig, TRUTH_FILE, simulate,
+};
+use crate::timefmt::rfc3339;
+
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
     /// Folder to write inventory.csv, conn.log, truth.json and simulation.json into.
@@ -18,6 +23,24 @@ pub struct SimulateArgs {
     pub seed: u64,
 }
 
-pub fn run(_args: SimulateArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("simulate is not wired yet")
+pub fn run(args: SimulateArgs) -> anyhow::Result<i32> {
+    let cfg = SimConfig {
+        devices: args.devices,
+        days: args.days,
+        seed: args.seed,
+        start: SimConfig::DEFAULT_START,
+    };
+    let summary = simulate(&cfg, &args.out)?;
+
+    println!(
+        "simulated {} devices and {} servers over {} days (seed {}): {} flows",
+        summary.devices, summary.servers, cfg.days, cfg.seed, summary.flows
+    );
+    println!("baseline until {}", rfc3339(summary.baseline_until));
+    let (scenarios, entries) = (summary.scenarios, summary.truth_entries);
+    println!("{scenarios} scenarios labelled in {entries} truth entries");
+    for file in [INVENTORY_FILE, CONN_LOG_FILE, TRUTH_FILE, SIMULATION_FILE] {
+        println!("  {}", args.out.join(file).display());
+    }
+    Ok(0)
 }

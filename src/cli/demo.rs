@@ -1,0 +1,176 @@
+//! `pivotwatch demo`: the front door. Simulates a fleet in a temporary folder, runs
+//! detection over it, and shows how the alerts line up with what the simulator injected.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::DemoArgs;
+use super::detect::{plain, run_with_progress, write_summary};
+use crate::baseline::{DetectConfig, Detection};
+use crate::ingest::sim::{self, SimConfig, TruthEntry};
+use crate::model::{Finding, Severity};
+use crate::pipeline::{BaselineSource, DetectInput};
+use crate::timefmt;
+
+/// `pivotwatch demo`: simulate, detect, and show how the findings line up with what
+/// the simulator injected.
+pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
+    let (dir, keep) = match &args.data_dir {
+        Some(dir) => (dir.clone(), true),
+        None => (scratch_dir()?, false),
+    };
+    let result = demo_in(&dir, args.seed);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn demo_in(dir: &Path, seed: u64) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let sim_config = SimConfig { seed, ..SimConfig::default() };
+    let summary = sim::simulate(&sim_config, dir)
+        .with_context(|| format!("simulating a fleet into {}", dir.display()))?;
+    let sim_secs = started.elapsed().as_secs_f64();
+    println!(
+        "pivotwatch demo: simulated {} devices and {} servers over {} days: {} flows ({:.1} s)",
+        summary.devices, summary.servers, sim_config.days, summary.flows, sim_secs
+    );
+    println!(
+        "  baseline until {}, then every hour of every device is scored",
+        timefmt::rfc3339(summary.baseline_until)
+    );
+
+    let input = DetectInput {
+        inventory: Some(dir.join("inventory.csv")),
+        flows: vec![dir.join("conn.log")],
+        baseline: BaselineSource::Until(summary.baseline_until),
+    };
+    let detect_started = Instant::now();
+    let output = run_with_progress(DetectConfig::default(), &input)?;
+    let detect_secs = detect_started.elapsed().as_secs_f64();
+    let truth = sim::read_truth(&dir.join("truth.json"))?;
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    writeln!(out)?;
+    write_summary(&mut out, &output, detect_secs)?;
+    write_truth_check(&mut out, &output.detection, &truth)?;
+    let mut alerts: Vec<&Finding> = output.detection.at_least(Severity::High).collect();
+    alerts.sort_by(|a, b| b.risk.total_cmp(&a.risk).then(a.window_start.cmp(&b.window_start)));
+    writeln!(out, "\ntop alerts with their reasons:")?;
+    let mut seen_devices: Vec<&str> = Vec::new();
+    for finding in alerts {
+        if seen_devices.contains(&finding.device_id.as_str()) {
+            continue;
+        }
+        seen_devices.push(&finding.device_id);
+        write_finding(&mut out, finding)?;
+        if seen_devices.len() == 8 {
+            break;
+        }
+    }
+    writeln!(
+        out,
+        "\nrun it on your own data: pivotwatch detect --inventory inventory.csv --flows conn.log \
+         --baseline-until 2026-03-07T00:00:00Z"
+    )?;
+    Ok(0)
+}
+
+fn write_truth_check(
+    out: &mut impl Write,
+    detection: &Detection,
+    truth: &[TruthEntry],
+) -> std::io::Result<()> {
+    let attacks: Vec<&TruthEntry> = truth.iter().filter(|t| !t.benign).collect();
+    let found = attacks.iter().filter(|t| best_inside(detection, t).is_some()).count();
+    writeln!(
+        out,
+        "injected attacks found at high or critical inside their window: {found} of {}",
+        attacks.len()
+    )?;
+    for entry in &attacks {
+        let verdict = match best_inside(detection, entry) {
+            Some(f) => {
+                format!("{} risk {:.0}, {}", f.severity.as_str(), f.risk, f.techniques.join(","))
+            }
+            None => "MISSED".to_string(),
+        };
+        writeln!(out, "  {:<28} {:<22} {verdict}", entry.scenario, entry.device_id)?;
+    }
+    let benign: Vec<&TruthEntry> = truth.iter().filter(|t| t.benign).collect();
+    let mut benign_devices: Vec<&str> = benign.iter().map(|t| t.device_id.as_str()).collect();
+    benign_devices.sort_unstable();
+    benign_devices.dedup();
+    let alerted = benign
+        .iter()
+        .filter(|t| {
+            let attacked = attacks.iter().any(|a| a.device_id == t.device_id);
+            !attacked && best_inside(detection, t).is_some()
+        })
+        .count();
+    writeln!(
+        out,
+        "benign changes and look-alikes that raised an alert: {alerted} of {} entries on {} devices",
+        benign.len(),
+        benign_devices.len()
+    )
+}
+
+/// The highest-risk alert of the entry's device whose window overlaps the entry's.
+fn best_inside<'a>(detection: &'a Detection, entry: &TruthEntry) -> Option<&'a Finding> {
+    let start = timefmt::parse_time(&entry.start).ok()?;
+    let end = timefmt::parse_time(&entry.end).ok()?;
+    detection
+        .findings
+        .iter()
+        .filter(|f| f.device_id == entry.device_id && f.severity.is_alert())
+        .filter(|f| {
+            let ws = timefmt::parse_time(&f.window_start).unwrap_or(f64::MAX);
+            let we = timefmt::parse_time(&f.window_end).unwrap_or(f64::MIN);
+            ws < end && start < we
+        })
+        .max_by(|a, b| a.risk.total_cmp(&b.risk))
+}
+
+fn write_finding(out: &mut impl Write, finding: &Finding) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "\n  {} {} ({}) risk {:.0}, {:.0}% anomalous for {}, {} to {}",
+        finding.severity.as_str().to_uppercase(),
+        finding.device_id,
+        finding.ip,
+        finding.risk,
+        finding.peer_percentile,
+        finding.peer_group,
+        finding.window_start,
+        finding.window_end
+    )?;
+    if !finding.techniques.is_empty() {
+        writeln!(out, "    ATT&CK for ICS: {}", finding.techniques.join(", "))?;
+    }
+    for reason in finding.reasons.iter().take(3) {
+        writeln!(
+            out,
+            "    - {}: {} (baseline: {})",
+            reason.feature,
+            plain(&reason.observed),
+            plain(&reason.baseline)
+        )?;
+    }
+    Ok(())
+}
+
+fn scratch_dir() -> anyhow::Result<PathBuf> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("pivotwatch-demo-{}-{stamp}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
