@@ -52,7 +52,7 @@ pub fn type_mismatches(registry: &Registry, profiles: &Profiles, seed: u64) -> V
     };
     let labels = model.predict(&data);
 
-    // Majority type of each cluster, and majority cluster of each type.
+    // Majority type of each cluster.
     let mut cluster_types: BTreeMap<usize, BTreeMap<&str, usize>> = BTreeMap::new();
     for (i, d) in profiled.iter().enumerate() {
         let kind = registry.devices[*d].device_type.as_str();
@@ -61,18 +61,29 @@ pub fn type_mismatches(registry: &Registry, profiles: &Profiles, seed: u64) -> V
     let majority = |counts: &BTreeMap<&str, usize>| -> Option<String> {
         counts.iter().max_by_key(|(_, n)| **n).map(|(kind, _)| kind.to_string())
     };
+
+    // k-means alone splits a varied type into pieces; a device is named only when it
+    // also lies far from the rest of its type and closer to the type it clusters with.
+    let rows: Vec<Vec<f64>> = data.rows().into_iter().map(|r| r.to_vec()).collect();
+    let kinds: Vec<&str> =
+        profiled.iter().map(|d| registry.devices[*d].device_type.as_str()).collect();
     let mut out = Vec::new();
     for (i, d) in profiled.iter().enumerate() {
         let device = &registry.devices[*d];
-        if types.get(device.device_type.as_str()).copied().unwrap_or(0) < 3 {
+        if types.get(kinds[i]).copied().unwrap_or(0) < 3 {
             continue;
         }
         let Some(counts) = cluster_types.get(&labels[i]) else { continue };
-        let own_in_cluster = counts.get(device.device_type.as_str()).copied().unwrap_or(0);
-        if let Some(dominant) = majority(counts)
-            && dominant != device.device_type
-            && own_in_cluster == 1
-        {
+        let own_in_cluster = counts.get(kinds[i]).copied().unwrap_or(0);
+        let Some(dominant) = majority(counts) else { continue };
+        let dominant_size = types.get(dominant.as_str()).copied().unwrap_or(0);
+        if dominant == device.device_type || own_in_cluster != 1 || dominant_size < 3 {
+            continue;
+        }
+        let own_spread = typical_spread(&rows, &kinds, kinds[i], Some(i));
+        let to_own = distance(&rows[i], &centroid(&rows, &kinds, kinds[i], Some(i)));
+        let to_other = distance(&rows[i], &centroid(&rows, &kinds, &dominant, None));
+        if to_own > 3.0 * own_spread.max(0.25) && to_other < to_own {
             out.push(TypeMismatch {
                 device_id: device.device_id.clone(),
                 labelled_type: device.device_type.clone(),
@@ -83,6 +94,33 @@ pub fn type_mismatches(registry: &Registry, profiles: &Profiles, seed: u64) -> V
     out
 }
 
+/// Mean of the rows of one type, leaving one row out.
+fn centroid(rows: &[Vec<f64>], kinds: &[&str], kind: &str, leave_out: Option<usize>) -> Vec<f64> {
+    let members: Vec<&Vec<f64>> = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| kinds[*i] == kind && Some(*i) != leave_out)
+        .map(|(_, r)| r)
+        .collect();
+    let dim = rows.first().map_or(0, Vec::len);
+    (0..dim)
+        .map(|j| members.iter().map(|r| r[j]).sum::<f64>() / members.len().max(1) as f64)
+        .collect()
+}
+
+/// The median distance of a type's members (but one) to the centroid of the others.
+fn typical_spread(rows: &[Vec<f64>], kinds: &[&str], kind: &str, except: Option<usize>) -> f64 {
+    let mut distances: Vec<f64> = (0..rows.len())
+        .filter(|i| kinds[*i] == kind && Some(*i) != except)
+        .map(|i| distance(&rows[i], &centroid(rows, kinds, kind, Some(i))))
+        .collect();
+    super::stats::median_in_place(&mut distances)
+}
+
+fn distance(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt()
+}
+
 fn standardise(data: &mut Array2<f64>) {
     for mut column in data.columns_mut() {
         let n = column.len() as f64;
@@ -90,5 +128,83 @@ fn standardise(data: &mut Array2<f64>) {
         let sd = (column.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
         let sd = if sd > 1e-9 { sd } else { 1.0 };
         column.mapv_inplace(|v| (v - mean) / sd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::baseline::{BaselineSplit, DetectConfig, Detector};
+    use crate::model::{ConnState, Criticality, Device, Flow, Inventory, Proto, Service};
+
+    fn device(id: &str, ip: &str, kind: &str) -> Device {
+        Device {
+            device_id: id.to_string(),
+            ip: ip.parse().unwrap(),
+            mac: String::new(),
+            hostname: String::new(),
+            device_type: kind.to_string(),
+            vendor: String::new(),
+            model: String::new(),
+            firmware: String::new(),
+            segment: String::new(),
+            site: String::new(),
+            criticality: Criticality::Medium,
+            tags: Default::default(),
+        }
+    }
+
+    fn flow(ts: f64, orig: &str, resp: &str, port: u16, sent: u64, received: u64) -> Flow {
+        Flow {
+            ts,
+            orig_h: orig.parse().unwrap(),
+            orig_p: 40000,
+            resp_h: resp.parse().unwrap(),
+            resp_p: port,
+            proto: Proto::Tcp,
+            service: Service::Unknown,
+            duration: 1.0,
+            orig_bytes: sent,
+            resp_bytes: received,
+            orig_pkts: 4,
+            resp_pkts: 4,
+            conn_state: ConnState::SF,
+        }
+    }
+
+    #[test]
+    fn a_device_that_behaves_like_another_type_is_named() {
+        // Five pumps chat briefly with a server; five cameras stream video to a
+        // recorder. cam-5 is labelled a camera but behaves like a pump.
+        let mut devices = Vec::new();
+        for n in 1..=5 {
+            devices.push(device(&format!("pump-{n}"), &format!("10.1.0.{n}"), "Pump"));
+            devices.push(device(&format!("cam-{n}"), &format!("10.2.0.{n}"), "Camera"));
+        }
+        let inventory = Inventory::new(devices).unwrap();
+        let mut detector =
+            Detector::new(DetectConfig::default(), BaselineSplit::Until(1e9), Some(&inventory));
+        for minute in 0..(3 * 24 * 60) {
+            let ts = f64::from(minute) * 60.0;
+            for n in 1..=5 {
+                let pump = format!("10.1.0.{n}");
+                let cam = format!("10.2.0.{n}");
+                if minute % 5 == 0 {
+                    detector.observe(&flow(ts, &pump, "10.9.0.1", 443, 900, 300));
+                }
+                if n == 5 {
+                    if minute % 5 == 0 {
+                        detector.observe(&flow(ts, &cam, "10.9.0.1", 443, 900, 300));
+                    }
+                } else {
+                    detector.observe(&flow(ts, "10.9.0.2", &cam, 554, 2_000, 40_000_000));
+                    detector.observe(&flow(ts + 1.0, &cam, "10.9.0.3", 514, 200, 0));
+                }
+            }
+        }
+        let detection = detector.finish();
+        let named: Vec<&str> =
+            detection.type_mismatches.iter().map(|m| m.device_id.as_str()).collect();
+        assert_eq!(named, ["cam-5"]);
+        assert_eq!(detection.type_mismatches[0].behaves_like, "Pump");
     }
 }

@@ -17,6 +17,7 @@ mod pca;
 mod profile;
 mod score;
 mod stats;
+pub mod truth;
 mod window;
 
 use std::io::Write;

@@ -216,15 +216,13 @@ impl Profiles {
                 active_hours[d].insert(hour);
             }
         }
-        let baseline_days = if first_hour <= last_hour {
-            ((last_hour - first_hour + 1) as f64 / 24.0).max(1.0)
-        } else {
-            0.0
-        };
+        // A schedule needs at least two days of baseline to mean anything.
+        let baseline_days =
+            if first_hour <= last_hour { (last_hour - first_hour + 1) as f64 / 24.0 } else { 0.0 };
         for (d, profile) in devices.iter_mut().enumerate() {
             profile.robust = robust_columns(&device_rows[d]);
             profile.mean_shape = mean_columns(&device_rows[d]);
-            if baseline_days >= 1.0 && profile.n_windows > 0 {
+            if baseline_days >= 2.0 && profile.n_windows > 0 {
                 let mut counts = [0f64; 24];
                 for hour in &active_hours[d] {
                     counts[hour.rem_euclid(24) as usize] += 1.0;

@@ -29,6 +29,10 @@ const SENSITIVE_PORTS: [u16; 20] = [
     21, 22, 23, 135, 139, 445, 1433, 3389, 5900, 5985, 5986, 6667, 502, 102, 44818, 2222, 20000,
     47808, 4840, 1911,
 ];
+/// Bytes sent to one external peer in one window that make a transfer bulk.
+const BULK_BYTES: u64 = 10_000_000;
+/// Connections to one new external peer in one window that are a flood, not a service.
+const FLOOD_FLOWS: u32 = 100;
 const OT_PORTS: [u16; 8] = [502, 102, 44818, 2222, 20000, 47808, 4840, 1911];
 const REMOTE_SERVICE_PORTS: [u16; 8] = [22, 23, 3389, 5900, 5985, 5986, 445, 139];
 
@@ -238,7 +242,7 @@ fn score_window(
 
     let mut novelties = conversation_novelties(registry, profiles, window);
     novelties.extend(peer_novelties(registry, profiles, window));
-    novelties.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+    novelties.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.first.ts.total_cmp(&b.first.ts)));
     let novelty_mass: f64 = novelties.iter().map(|n| n.weight).sum();
     let novelty = 1.0 - (-novelty_mass).exp();
 
@@ -398,6 +402,8 @@ fn peer_novelties(registry: &Registry, profiles: &Profiles, window: &WindowAcc) 
     let group = profiles.group_of(window.device);
     let cold = own.n_windows == 0;
     let mut out = Vec::new();
+    let mut rotated_per_service: std::collections::BTreeMap<TupleKey, Vec<usize>> =
+        Default::default();
     for (peer, acc) in &window.peers {
         if !registry.peer_is_external(*peer) || own.external_peers.contains(peer) {
             continue;
@@ -415,14 +421,30 @@ fn peer_novelties(registry: &Registry, profiles: &Profiles, window: &WindowAcc) 
             (Direction::In, acc.flows_in)
         };
         let periodicity = acc.periodicity();
-        let regular = if periodicity >= 0.8 && acc.flows_out >= 10 { 1.5 } else { 1.0 };
-        let failed_only = acc.bytes_received == 0 && acc.bytes_sent == 0;
-        let weight = novelty_weight(direction, failed_only, 1.0, acc.first.resp_p, flows)
-            * regular
-            * familiarity(new_to_group, fleet_wide);
+        let regular = periodicity >= 0.8 && acc.flows_out >= 10;
+        let bulk = acc.bytes_sent >= BULK_BYTES;
+        // Cloud services rotate addresses (NTP pools, CDNs): a new address for a kind of
+        // conversation the device already has with the Internet is weak evidence, unless
+        // it is a metronome, carries bulk data out or is flooded with connections.
         let tuple_class = registry.peer_class_id(*peer);
+        let tuple = TupleKey::new(tuple_class, acc.first.resp_p, acc.first.proto, direction);
+        let known_service = own.tuples.contains(&tuple)
+            || (!cold && group.tuple_members.get(&tuple).copied().unwrap_or(0) > 0);
+        let flood = flows >= FLOOD_FLOWS;
+        let rotated = known_service && !regular && !bulk && !flood;
+        let failed_only = acc.bytes_received == 0 && acc.bytes_sent == 0;
+        let weight = if rotated {
+            // Weighed below, together with the other new addresses of the same service.
+            novelty_weight(direction, failed_only, 1.0, acc.first.resp_p, 1) * 0.35
+        } else {
+            let shape_w = if regular { 1.5 } else { 1.0 };
+            novelty_weight(direction, failed_only, 1.0, acc.first.resp_p, flows) * shape_w
+        } * familiarity(new_to_group, fleet_wide);
+        if rotated {
+            rotated_per_service.entry(tuple).or_default().push(out.len());
+        }
         out.push(Novelty {
-            tuple: TupleKey::new(tuple_class, acc.first.resp_p, acc.first.proto, direction),
+            tuple,
             peer: Some(registry.peers[*peer as usize]),
             weight,
             flows: acc.flows_out + acc.flows_in,
@@ -436,6 +458,14 @@ fn peer_novelties(registry: &Registry, profiles: &Profiles, window: &WindowAcc) 
             fleet_wide,
             members_with_it,
         });
+    }
+    // k new addresses of one known service weigh like one address seen 1 + log10(k)
+    // times, however many flows they carried: a pool being rotated, not k new parties.
+    for indices in rotated_per_service.values() {
+        let k = indices.len() as f64;
+        for i in indices {
+            out[*i].weight *= (1.0 + k.log10()) / k;
+        }
     }
     out
 }
@@ -500,9 +530,13 @@ fn novelty_reason(registry: &Registry, n: &Novelty, group_size: usize) -> Reason
         Direction::Out => "to",
         Direction::In => "from",
     };
-    let peers = group_size.saturating_sub(1);
+    let peers = match group_size.saturating_sub(1) {
+        0 => "this device".to_string(),
+        1 => "this device or its one peer".to_string(),
+        n => format!("this device or its {n} peers"),
+    };
     let baseline = if n.new_to_group {
-        format!("never seen for this device or its {peers} peers during the baseline")
+        format!("never seen for {peers} during the baseline")
     } else {
         format!("seen for {} of the group's devices, never for this one", n.members_with_it)
     };
@@ -552,17 +586,31 @@ fn novelty_reason(registry: &Registry, n: &Novelty, group_size: usize) -> Reason
 /// ATT&CK for ICS techniques for the clear cases, by rule. T0841 is deprecated; scans
 /// map to T0846 Remote System Discovery.
 fn techniques(novelties: &[Novelty], registry: &Registry, shape: &[f64; N_SHAPE]) -> Vec<String> {
+    let fan_out = shape[7];
+    let failed_ratio = shape[6];
+    let new_conversations =
+        novelties.iter().filter(|n| n.peer.is_none() && n.weight >= 0.5).count();
+    let sweep = fan_out >= 20.0 && (failed_ratio >= 0.3 || new_conversations >= 5);
+
     let mut ids: Vec<&str> = Vec::new();
+    if sweep {
+        ids.push("T0846");
+    }
     for n in novelties.iter().filter(|n| n.weight >= 0.5) {
+        // Inside a sweep, unanswered probes of an admin port are discovery, not use of
+        // the service.
+        let probes_only = sweep && n.failed == n.flows;
         let port = n.tuple.port();
         let class = registry.class(n.tuple.class_id());
         let external = matches!(class, PeerClass::External);
         match n.tuple.direction() {
             Direction::Out => {
-                if REMOTE_SERVICE_PORTS.contains(&port) {
+                if REMOTE_SERVICE_PORTS.contains(&port) && !probes_only {
                     ids.push("T0886");
                 }
-                if port == 23 && n.flows >= 20 {
+                // Many telnet logins of which some were answered: default credentials
+                // being tried, the way Mirai-style worms spread.
+                if port == 23 && n.flows >= 20 && !probes_only {
                     ids.push("T0812");
                 }
                 if port == 445 || port == 139 {
@@ -590,15 +638,17 @@ fn techniques(novelties: &[Novelty], registry: &Registry, shape: &[f64; N_SHAPE]
                 if external && REMOTE_SERVICE_PORTS.contains(&port) {
                     ids.push("T0822");
                 }
+                // An inside device opening a remote session it never opened before, and
+                // the session answered: the receiving end of lateral movement.
+                let answered = n.failed < n.flows;
+                if !external && answered && REMOTE_SERVICE_PORTS.contains(&port) {
+                    ids.push("T0886");
+                }
+                if !external && answered && (port == 445 || port == 139) {
+                    ids.push("T0867");
+                }
             }
         }
-    }
-    let fan_out = shape[7];
-    let failed_ratio = shape[6];
-    let new_conversations =
-        novelties.iter().filter(|n| n.peer.is_none() && n.weight >= 0.5).count();
-    if fan_out >= 20.0 && (failed_ratio >= 0.3 || new_conversations >= 5) {
-        ids.push("T0846");
     }
     ids.sort_unstable();
     ids.dedup();

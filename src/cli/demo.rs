@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use super::DemoArgs;
 use super::detect::{plain, run_with_progress, write_summary};
-use crate::baseline::{DetectConfig, Detection};
+use crate::baseline::{DetectConfig, Detection, truth};
 use crate::ingest::sim::{self, SimConfig, TruthEntry};
 use crate::model::{Finding, Severity};
 use crate::pipeline::{BaselineSource, DetectInput};
@@ -86,55 +86,42 @@ fn write_truth_check(
     detection: &Detection,
     truth: &[TruthEntry],
 ) -> std::io::Result<()> {
-    let attacks: Vec<&TruthEntry> = truth.iter().filter(|t| !t.benign).collect();
-    let found = attacks.iter().filter(|t| best_inside(detection, t).is_some()).count();
+    let check = truth::check(detection, truth);
     writeln!(
         out,
-        "injected attacks found at high or critical inside their window: {found} of {}",
-        attacks.len()
+        "injected attacks found at high or critical inside their window: {} of {}",
+        check.found(),
+        check.scenarios.len()
     )?;
-    for entry in &attacks {
-        let verdict = match best_inside(detection, entry) {
-            Some(f) => {
-                format!("{} risk {:.0}, {}", f.severity.as_str(), f.risk, f.techniques.join(","))
-            }
-            None => "MISSED".to_string(),
-        };
-        writeln!(out, "  {:<28} {:<22} {verdict}", entry.scenario, entry.device_id)?;
+    for scenario in &check.scenarios {
+        writeln!(
+            out,
+            "  {:<28} {:<14} {}",
+            scenario.scenario,
+            scenario.subject,
+            verdict(scenario.best)
+        )?;
+        for (victim, best) in &scenario.victims {
+            writeln!(out, "  {:<28} {:<14} {}", "  reached", victim, verdict(*best))?;
+        }
     }
-    let benign: Vec<&TruthEntry> = truth.iter().filter(|t| t.benign).collect();
-    let mut benign_devices: Vec<&str> = benign.iter().map(|t| t.device_id.as_str()).collect();
-    benign_devices.sort_unstable();
-    benign_devices.dedup();
-    let alerted = benign
-        .iter()
-        .filter(|t| {
-            let attacked = attacks.iter().any(|a| a.device_id == t.device_id);
-            !attacked && best_inside(detection, t).is_some()
-        })
-        .count();
     writeln!(
         out,
-        "benign changes and look-alikes that raised an alert: {alerted} of {} entries on {} devices",
-        benign.len(),
-        benign_devices.len()
+        "benign changes and look-alikes that raised an alert: {} of {} entries on {} devices",
+        check.benign_alerted.len(),
+        check.benign_entries,
+        check.benign_devices
     )
 }
 
-/// The highest-risk alert of the entry's device whose window overlaps the entry's.
-fn best_inside<'a>(detection: &'a Detection, entry: &TruthEntry) -> Option<&'a Finding> {
-    let start = timefmt::parse_time(&entry.start).ok()?;
-    let end = timefmt::parse_time(&entry.end).ok()?;
-    detection
-        .findings
-        .iter()
-        .filter(|f| f.device_id == entry.device_id && f.severity.is_alert())
-        .filter(|f| {
-            let ws = timefmt::parse_time(&f.window_start).unwrap_or(f64::MAX);
-            let we = timefmt::parse_time(&f.window_end).unwrap_or(f64::MIN);
-            ws < end && start < we
-        })
-        .max_by(|a, b| a.risk.total_cmp(&b.risk))
+fn verdict(best: Option<&Finding>) -> String {
+    match best {
+        Some(f) if f.techniques.is_empty() => format!("{} risk {:.0}", f.severity.as_str(), f.risk),
+        Some(f) => {
+            format!("{} risk {:.0}, {}", f.severity.as_str(), f.risk, f.techniques.join(","))
+        }
+        None => "not flagged".to_string(),
+    }
 }
 
 fn write_finding(out: &mut impl Write, finding: &Finding) -> std::io::Result<()> {

@@ -15,6 +15,9 @@ use crate::pipeline::{self, BaselineSource, DetectInput, PipelineOutput};
 use crate::timefmt;
 
 #[derive(Debug, clap::Args)]
+#[command(group(
+    clap::ArgGroup::new("baseline").required(true).args(["baseline_until", "baseline_flows"])
+))]
 pub struct DetectArgs {
     /// Device inventory (CSV or JSON). Without it, every local address that originates
     /// flows is a device of unknown type, all in one peer group.

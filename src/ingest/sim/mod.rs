@@ -104,6 +104,23 @@ pub struct TruthEntry {
     /// ATT&CK for ICS technique ids; empty for benign entries.
     pub techniques: Vec<String>,
     pub benign: bool,
+    /// Whether the device is the one the scenario is about or a victim it reached.
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// The part a labelled device plays in its scenario.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The device whose behaviour the scenario describes: the attacker for scenarios it
+    /// originates, the PLC for a rogue master that is not in the inventory, the device
+    /// that changed for a benign change.
+    #[default]
+    Subject,
+    /// An inventoried device the subject reached, whose own traffic shows the attack
+    /// (a server that answered lateral movement).
+    Victim,
 }
 
 /// Why a simulation could not run or its truth file could not be read.
@@ -315,6 +332,7 @@ fn truth_entries(plan: &Plan) -> Vec<TruthEntry> {
             end: rfc3339(as_secs(label.end)),
             techniques: label.scenario.techniques().iter().map(|t| t.to_string()).collect(),
             benign: label.scenario.benign(),
+            role: label.role,
         })
         .collect()
 }

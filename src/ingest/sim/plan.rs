@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::model::Service;
 
+use super::Role;
 use super::clock::{DAY, HOUR, MINUTE, SECOND, day_start, weekday};
 use super::fleet::{FieldDevice, Fleet, Kind, SERVERS, Site, addr, allocate};
 use super::flow::{Conn, SimFlow};
@@ -87,6 +88,7 @@ impl Scenario {
 pub(crate) struct Label {
     pub scenario: Scenario,
     pub device_id: String,
+    pub role: Role,
     pub start: i64,
     pub end: i64,
 }
@@ -203,9 +205,49 @@ impl Planner<'_> {
         &self.fleet.devices[index]
     }
 
+    /// Labels a device. An injected scenario is labelled by the clock hours in which it
+    /// actually added flows touching the device: one entry per run of consecutive such
+    /// hours, from the first to just after the last flow start, so that no labelled
+    /// window is one in which the attack left no trace.
     fn label(&mut self, scenario: Scenario, index: usize, start: i64, end: i64) {
-        let device_id = self.device(index).row.device_id.clone();
-        self.labels.push(Label { scenario, device_id, start, end });
+        let device = self.device(index);
+        let (ip, device_id) = (device.ip, device.row.device_id.clone());
+        self.label_ip(scenario, Role::Subject, ip, &device_id, start, end);
+    }
+
+    fn label_ip(
+        &mut self,
+        scenario: Scenario,
+        role: Role,
+        ip: Ipv4Addr,
+        device_id: &str,
+        start: i64,
+        end: i64,
+    ) {
+        if scenario.benign() {
+            let device_id = device_id.to_string();
+            self.labels.push(Label { scenario, device_id, role, start, end });
+            return;
+        }
+        let mut starts: Vec<i64> = self
+            .events
+            .iter()
+            .filter(|e| (e.orig == ip || e.resp == ip) && e.ts >= start && e.ts < end)
+            .map(|e| e.ts)
+            .collect();
+        starts.sort_unstable();
+        let mut runs: Vec<(i64, i64)> = Vec::new();
+        for ts in starts {
+            match runs.last_mut() {
+                Some((_, last)) if ts.div_euclid(HOUR) <= last.div_euclid(HOUR) + 1 => *last = ts,
+                _ => runs.push((ts, ts)),
+            }
+        }
+        for (first, last) in runs {
+            let device_id = device_id.to_string();
+            let (start, end) = (first, last + SECOND);
+            self.labels.push(Label { scenario, device_id, role, start, end });
+        }
     }
 
     fn candidates(&self, kinds: &[Kind]) -> Vec<usize> {
@@ -368,7 +410,8 @@ impl Planner<'_> {
         let Some(index) = self.pick(&pool) else { return };
         let (start, end) = self.window(60, 360);
         let remote = self.new_remote();
-        let sessions = self.rng.gen_range(3..=8);
+        // A tunnel that is re-established every quarter of an hour or so.
+        let sessions = ((end - start) / (15 * MINUTE)).max(3) as usize;
         let ip = self.device(index).ip;
         for at in uniform_times(&mut self.rng, start, end - MINUTE, sessions) {
             let duration = secs_between(&mut self.rng, 60.0, 1200.0);
@@ -630,9 +673,18 @@ impl Planner<'_> {
 
         let attempts = self.rng.gen_range(20..=80);
         let ip = self.device(index).ip;
+        // Servers that answered took part in the attack too: they are labelled, like the
+        // PLC of a rogue master, so their windows count as attacked, not as false alarms.
+        let mut answered: Vec<&'static str> = Vec::new();
         for at in uniform_times(&mut self.rng, start, end, attempts) {
             let Some(&(target, open)) = targets.choose(&mut self.rng) else { break };
             let port = if self.rng.gen_bool(0.5) { 3389 } else { 445 };
+            if open.contains(&port)
+                && let Some(server) = SERVERS.iter().find(|server| server.ip == target)
+                && !answered.contains(&server.id)
+            {
+                answered.push(server.id);
+            }
             let conn = Conn::new(at, ip, self.port(), target, port);
             let flow = match (open.contains(&port), port) {
                 (true, 3389) => {
@@ -652,6 +704,11 @@ impl Planner<'_> {
             self.events.push(flow);
         }
         self.label(Scenario::BuildingControllerRdpSmb, index, start, end);
+        answered.sort_unstable();
+        for server in SERVERS.iter().filter(|server| answered.contains(&server.id)) {
+            let scenario = Scenario::BuildingControllerRdpSmb;
+            self.label_ip(scenario, Role::Victim, server.ip, server.id, start, end);
+        }
     }
 
     /// Administrators SSH from the jump host into PLCs and HVAC controllers a few times
@@ -745,13 +802,18 @@ mod tests {
     fn injected_scenarios_use_distinct_devices_after_the_baseline() {
         for seed in 0..20 {
             let (_, plan) = plan(seed, 60, 10);
-            let injected: Vec<&Label> =
-                plan.labels.iter().filter(|label| !label.scenario.benign()).collect();
-            assert_eq!(injected.len(), 8, "seed {seed}");
-            let mut devices: Vec<&str> = injected.iter().map(|l| l.device_id.as_str()).collect();
-            devices.sort_unstable();
-            devices.dedup();
-            assert_eq!(devices.len(), 8, "seed {seed}");
+            // A scenario may carry several labels (one per run of active hours, and
+            // one for each victim it touches), but no device serves two scenarios.
+            let mut owner: std::collections::HashMap<&str, Scenario> = Default::default();
+            let mut scenarios = Vec::new();
+            for label in plan.labels.iter().filter(|label| !label.scenario.benign()) {
+                let first = *owner.entry(label.device_id.as_str()).or_insert(label.scenario);
+                assert_eq!(first, label.scenario, "seed {seed}: {label:?}");
+                if !scenarios.contains(&label.scenario) {
+                    scenarios.push(label.scenario);
+                }
+            }
+            assert_eq!(scenarios.len(), 8, "seed {seed}: {scenarios:?}");
             for label in &plan.labels {
                 assert!(label.start >= START + 5 * DAY, "{label:?}");
                 assert!(label.end <= START + 10 * DAY && label.start < label.end, "{label:?}");
