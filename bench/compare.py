@@ -140,19 +140,26 @@ def simulator(args):
     # at least as high (the false-positive rate at which the attack is first caught).
     neg_pw = np.sort([s for s, label in zip(pw_s, y) if not label])
     neg_sk = np.sort([s for s, label in zip(sk_s, y) if not label])
-    per_attack = []
+    # A scenario is labelled once per run of active hours, and once for each victim it
+    # reached: group its entries per (scenario, device).
+    groups = {}
     for t in truth:
         if t["benign"]:
             continue
-        start, end = ts(t["start"]), ts(t["end"])
-        ks = [k for k in common if k[0] == t["device_id"] and start < k[1] + wlen and k[1] < end]
+        key = (t["scenario"], t["device_id"], t.get("role", "subject"))
+        groups.setdefault(key, []).append((ts(t["start"]), ts(t["end"])))
+    per_attack = []
+    for (scenario, device, role), spans in groups.items():
+        name = scenario if role == "subject" else f"{scenario} ({role})"
+        ks = [k for k in common if k[0] == device
+              and any(start < k[1] + wlen and k[1] < end for start, end in spans)]
         if not ks:
-            per_attack.append({"scenario": t["scenario"], "device_id": t["device_id"], "windows": 0})
+            per_attack.append({"scenario": name, "device_id": device, "windows": 0})
             continue
         best_pw = max(pw[k] for k in ks)
         best_sk = max(sk_by_key[k] for k in ks)
         per_attack.append({
-            "scenario": t["scenario"], "device_id": t["device_id"], "windows": len(ks),
+            "scenario": name, "device_id": device, "windows": len(ks),
             "pivotwatch_max": best_pw, "sklearn_max": float(best_sk),
             "pivotwatch_fpr": float((len(neg_pw) - np.searchsorted(neg_pw, best_pw, "left")) / len(neg_pw)),
             "sklearn_fpr": float((len(neg_sk) - np.searchsorted(neg_sk, best_sk, "left")) / len(neg_sk)),
