@@ -214,7 +214,12 @@ mod tests {
     /// Four pumps that talk to their server every five minutes for ten days; the hook
     /// adds whatever a test injects after day seven.
     fn run(inject: impl Fn(&mut Detector)) -> Detection {
-        let mut devices: Vec<Device> = (1..=4).map(device).collect();
+        fleet_run(4, inject)
+    }
+
+    /// `run` with `n` pumps.
+    fn fleet_run(n: u8, inject: impl Fn(&mut Detector)) -> Detection {
+        let mut devices: Vec<Device> = (1..=n).map(device).collect();
         devices.push(server());
         let inventory = Inventory::new(devices.clone()).unwrap();
         let until = 7.0 * DAYS;
@@ -223,7 +228,7 @@ mod tests {
         let server_ip = server().ip;
         let mut ts = 0.0;
         while ts < 10.0 * DAYS {
-            for (i, d) in devices.iter().take(4).enumerate() {
+            for (i, d) in devices.iter().take(usize::from(n)).enumerate() {
                 detector.observe(&flow(ts + i as f64 * 7.0, d.ip, server_ip, 443));
             }
             ts += 300.0;
@@ -300,6 +305,45 @@ mod tests {
         let alert = alert.expect("the rogue master raises an alert");
         assert!(alert.techniques.contains(&"T0848".to_string()));
         assert!(alert.techniques.contains(&"T0855".to_string()));
+    }
+
+    #[test]
+    fn a_sweep_alerts_on_the_sweeping_device_not_on_each_target() {
+        let sweeper = device(1).ip;
+        // A minority of the group, so that the probes are not a fleet-wide change.
+        let detection = fleet_run(60, |d| {
+            for n in 2..=26 {
+                let target = device(n).ip;
+                for (k, port) in [22, 23, 80, 102, 502, 44818].into_iter().enumerate() {
+                    let ts = 8.0 * DAYS + f64::from(n) * 20.0 + k as f64;
+                    let mut probe = flow(ts, sweeper, target, port);
+                    // Closed ports refuse; open ones complete the handshake and are
+                    // dropped without a byte of payload.
+                    probe.conn_state = if port == 23 { ConnState::REJ } else { ConnState::SF };
+                    (probe.orig_bytes, probe.resp_bytes) = (0, 0);
+                    d.observe(&probe);
+                }
+            }
+        });
+        let alert = detection
+            .findings
+            .iter()
+            .filter(|f| f.device_id == "pump-1")
+            .max_by(|a, b| a.risk.total_cmp(&b.risk))
+            .unwrap();
+        assert!(alert.severity >= Severity::High, "{alert:?}");
+        assert!(alert.techniques.contains(&"T0846".to_string()), "{alert:?}");
+        for n in 2..=26 {
+            let id = format!("pump-{n}");
+            assert!(worst(&detection, &id) < Severity::High, "{id} alerted");
+        }
+        let target = detection
+            .findings
+            .iter()
+            .filter(|f| f.device_id == "pump-2")
+            .max_by(|a, b| a.risk.total_cmp(&b.risk))
+            .unwrap();
+        assert!(target.reasons.iter().any(|r| r.detail.contains("a target of its sweep")));
     }
 
     #[test]

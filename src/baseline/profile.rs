@@ -36,6 +36,10 @@ pub const FEATURE_NAMES: [&str; 14] = [
 ];
 
 pub const N_SHAPE: usize = 10;
+/// Index of the failed-connection ratio among the shape features.
+pub const FAILED_RATIO: usize = 6;
+/// Index of the fan-out (distinct internal hosts reached) among the shape features.
+pub const FAN_OUT: usize = 7;
 
 /// The smallest spread a shape feature's z-score divides by, so that a feature that
 /// never moved in the baseline does not turn the slightest change into a huge z.

@@ -8,10 +8,15 @@
 //! the device is normally idle) are weaker on their own: a change in volume over known
 //! conversations is worth a look, not an alert, so they alone stay below `high`.
 
+use std::collections::HashSet;
+use std::net::IpAddr;
+
 use serde_json::json;
 
 use super::DetectConfig;
-use super::profile::{FeatureRow, N_SHAPE, Profiles, SPREAD_FLOOR, shape_features};
+use super::profile::{
+    FAILED_RATIO, FAN_OUT, FeatureRow, N_SHAPE, Profiles, SPREAD_FLOOR, shape_features,
+};
 use super::stats::percentile_rank;
 use super::window::{Direction, PeerClass, Registry, TupleAcc, TupleKey, WindowAcc, Windows};
 use crate::model::{Criticality, Evidence, Finding, Flow, FlowRecord, Reason, Severity};
@@ -60,19 +65,13 @@ pub fn score_all(
         .map(|(i, w)| assess_shape(config, profiles, w, &shapes[i], isolation[i]))
         .collect();
     let same_time = same_time_medians(profiles, &order, &assessments);
+    let sweepers = sweep_sources(registry, &order, &shapes);
+    let fleet = Fleet { config, registry, profiles, sweepers: &sweepers };
 
     let mut findings = Vec::with_capacity(order.len());
     let mut rows = Vec::with_capacity(order.len());
     for (i, window) in order.iter().enumerate() {
-        let (finding, row) = score_window(
-            config,
-            registry,
-            profiles,
-            window,
-            &shapes[i],
-            &assessments[i],
-            same_time[i],
-        );
+        let (finding, row) = score_window(fleet, window, &shapes[i], &assessments[i], same_time[i]);
         findings.push(finding);
         rows.push(row);
     }
@@ -131,6 +130,8 @@ struct Novelty {
     new_to_group: bool,
     fleet_wide: bool,
     members_with_it: u32,
+    /// Inbound from a device that swept the network in the same window.
+    swept: bool,
 }
 
 /// How far a window's shape and timing lie from its baseline, before novelty.
@@ -228,19 +229,27 @@ fn same_time_medians(
         .collect()
 }
 
+/// What every window is scored against: the fitted models and fleet-wide facts.
+#[derive(Clone, Copy)]
+struct Fleet<'a> {
+    config: &'a DetectConfig,
+    registry: &'a Registry,
+    profiles: &'a Profiles,
+    sweepers: &'a Sweepers,
+}
+
 fn score_window(
-    config: &DetectConfig,
-    registry: &Registry,
-    profiles: &Profiles,
+    fleet: Fleet<'_>,
     window: &WindowAcc,
     shape: &[f64; N_SHAPE],
     assessment: &ShapeAssessment,
     group_same_time: f64,
 ) -> (Finding, FeatureRow) {
+    let Fleet { config, registry, profiles, sweepers } = fleet;
     let device = &registry.devices[window.device as usize];
     let group = profiles.group_of(window.device);
 
-    let mut novelties = conversation_novelties(registry, profiles, window);
+    let mut novelties = conversation_novelties(registry, profiles, window, sweepers);
     novelties.extend(peer_novelties(registry, profiles, window));
     novelties.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.first.ts.total_cmp(&b.first.ts)));
     let novelty_mass: f64 = novelties.iter().map(|n| n.weight).sum();
@@ -350,10 +359,32 @@ fn score_window(
     (finding, row)
 }
 
+/// Inventoried devices that reached at least `SWEEP_FAN_OUT` internal hosts in a window,
+/// by (window index, address): their own findings carry the sweep.
+type Sweepers = HashSet<(i64, IpAddr)>;
+
+/// Distinct internal hosts a device must reach in one window to count as sweeping.
+const SWEEP_FAN_OUT: f64 = 20.0;
+
+/// How much a new inbound conversation counts when its source swept the network in the
+/// same window: the target is one of many, and the sweeping device's own finding is
+/// where an analyst should look.
+const SWEPT_TARGET_WEIGHT: f64 = 0.1;
+
+fn sweep_sources(registry: &Registry, order: &[&WindowAcc], shapes: &[[f64; N_SHAPE]]) -> Sweepers {
+    order
+        .iter()
+        .zip(shapes)
+        .filter(|(_, shape)| shape[FAN_OUT] >= SWEEP_FAN_OUT)
+        .map(|(w, _)| (w.window_idx, registry.devices[w.device as usize].ip))
+        .collect()
+}
+
 fn conversation_novelties(
     registry: &Registry,
     profiles: &Profiles,
     window: &WindowAcc,
+    sweepers: &Sweepers,
 ) -> Vec<Novelty> {
     let own = &profiles.devices[window.device as usize];
     let group = profiles.group_of(window.device);
@@ -371,13 +402,16 @@ fn conversation_novelties(
         let adopters = group.scoring_tuple_members.get(tuple).copied().unwrap_or(0);
         let fleet_wide = new_to_group && is_fleet_wide(adopters, group.active_members);
         let class = registry.class(tuple.class_id());
+        let swept = tuple.direction() == Direction::In
+            && sweepers.contains(&(window.window_idx, acc.first.orig_h));
         let weight = novelty_weight(
             tuple.direction(),
             acc.failed == acc.flows,
             class_weight(class),
             tuple.port(),
             acc.flows,
-        ) * familiarity(new_to_group, fleet_wide);
+        ) * familiarity(new_to_group, fleet_wide)
+            * if swept { SWEPT_TARGET_WEIGHT } else { 1.0 };
         out.push(Novelty {
             tuple: *tuple,
             peer: None,
@@ -392,6 +426,7 @@ fn conversation_novelties(
             new_to_group,
             fleet_wide,
             members_with_it,
+            swept,
         });
     }
     out
@@ -457,6 +492,7 @@ fn peer_novelties(registry: &Registry, profiles: &Profiles, window: &WindowAcc) 
             new_to_group,
             fleet_wide,
             members_with_it,
+            swept: false,
         });
     }
     // k new addresses of one known service weigh like one address seen 1 + log10(k)
@@ -557,6 +593,12 @@ fn novelty_reason(registry: &Registry, n: &Novelty, group_size: usize) -> Reason
     if n.fleet_wide {
         detail.push_str("; most of the peer group made the same change (fleet-wide)");
     }
+    if n.swept {
+        detail.push_str(&format!(
+            "; {} reached {} or more hosts in this window: a target of its sweep",
+            n.first.orig_h, SWEEP_FAN_OUT
+        ));
+    }
     match n.peer {
         Some(ip) => Reason {
             feature: "new_external_peer".to_string(),
@@ -586,8 +628,8 @@ fn novelty_reason(registry: &Registry, n: &Novelty, group_size: usize) -> Reason
 /// ATT&CK for ICS techniques for the clear cases, by rule. T0841 is deprecated; scans
 /// map to T0846 Remote System Discovery.
 fn techniques(novelties: &[Novelty], registry: &Registry, shape: &[f64; N_SHAPE]) -> Vec<String> {
-    let fan_out = shape[7];
-    let failed_ratio = shape[6];
+    let fan_out = shape[FAN_OUT];
+    let failed_ratio = shape[FAILED_RATIO];
     let new_conversations =
         novelties.iter().filter(|n| n.peer.is_none() && n.weight >= 0.5).count();
     let sweep = fan_out >= 20.0 && (failed_ratio >= 0.3 || new_conversations >= 5);
