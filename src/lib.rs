@@ -6,6 +6,7 @@
 //! - `timefmt`: RFC 3339 and duration text.
 //! - `ingest`: Zeek `conn.log` and inventory readers, and the fleet simulator.
 //! - `baseline`: feature windows, detectors, explanations and risk.
+//! - `xdr`: the Cortex XDR boundary: the `Xdr` trait, its wire types and the REST client.
 //! - `cli`: the command-line front end; thin glue over the modules above.
 
 pub mod baseline;
@@ -14,3 +15,5 @@ pub mod ingest;
 pub mod model;
 pub mod pipeline;
 pub mod timefmt;
+pub mod xdr;
+pub mod xql;

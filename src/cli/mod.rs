@@ -4,7 +4,9 @@
 mod demo;
 mod detect;
 mod ingest;
+mod replay;
 mod simulate;
+mod xql;
 
 use std::path::PathBuf;
 
@@ -12,7 +14,9 @@ use clap::{Parser, Subcommand};
 
 pub use detect::DetectArgs;
 pub use ingest::IngestArgs;
+pub use replay::{DataDirArg, ReplayArgs};
 pub use simulate::SimulateArgs;
+pub use xql::XqlArgs;
 
 /// Learn each IoT/OT device's normal behaviour and flag the windows that deviate.
 #[derive(Debug, Parser)]
@@ -36,6 +40,10 @@ pub enum Command {
     Detect(DetectArgs),
     /// Simulate a fleet in a temporary folder, detect, and print a summary.
     Demo(DemoArgs),
+    /// Check, format or run XQL queries.
+    Xql(XqlArgs),
+    /// Manage the local replay tenant.
+    Replay(ReplayArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,5 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Simulate(args) => simulate::run(args),
         Command::Detect(args) => detect::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Xql(args) => xql::run(args),
+        Command::Replay(args) => replay::run(args),
     }
 }
