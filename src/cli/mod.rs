@@ -6,6 +6,7 @@ mod detect;
 mod ingest;
 mod replay;
 mod simulate;
+mod xdr_sim;
 mod xql;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ pub use detect::DetectArgs;
 pub use ingest::IngestArgs;
 pub use replay::{DataDirArg, ReplayArgs};
 pub use simulate::SimulateArgs;
+pub use xdr_sim::XdrSimArgs;
 pub use xql::XqlArgs;
 
 /// Learn each IoT/OT device's normal behaviour and flag the windows that deviate.
@@ -44,6 +46,8 @@ pub enum Command {
     Xql(XqlArgs),
     /// Manage the local replay tenant.
     Replay(ReplayArgs),
+    /// Serve the replay tenant over the Cortex XDR public API.
+    XdrSim(XdrSimArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,5 +69,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo(args) => demo::run(args),
         Command::Xql(args) => xql::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::XdrSim(args) => xdr_sim::run(args),
     }
 }

@@ -60,7 +60,7 @@ impl ApiKey {
         ApiKey(key.into())
     }
 
-    fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -664,7 +664,7 @@ impl SlidingWindow {
 }
 
 /// `lowercase hex(sha256(key + nonce + timestamp))`, the advanced key's signature.
-fn advanced_signature(key: &str, nonce: &str, timestamp: &str) -> String {
+pub(crate) fn advanced_signature(key: &str, nonce: &str, timestamp: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(key.as_bytes());
     hasher.update(nonce.as_bytes());

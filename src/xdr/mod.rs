@@ -16,6 +16,7 @@ pub mod flows;
 pub mod query;
 pub mod replay;
 pub mod rows;
+pub mod sim;
 pub mod types;
 
 use std::future::Future;

@@ -88,6 +88,31 @@ pub fn parse_stream_timestamp(text: &str) -> Option<i64> {
     Some(seconds * 1000 + i64::from(millis))
 }
 
+/// The stream's text for epoch milliseconds: `YYYY-MM-DD HH:MM:SS UTC`, with `.mmm`
+/// before ` UTC` when the time is not on a whole second. The inverse of
+/// `parse_stream_timestamp`.
+pub fn format_stream_timestamp(epoch_ms: i64) -> String {
+    let seconds = epoch_ms.div_euclid(1000);
+    let millis = epoch_ms.rem_euclid(1000);
+    let Ok(at) = time::OffsetDateTime::from_unix_timestamp(seconds) else {
+        return "NULL".to_string();
+    };
+    let mut text = format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
+    if millis != 0 {
+        text.push_str(&format!(".{millis:03}"));
+    }
+    text.push_str(" UTC");
+    text
+}
+
 fn digits(text: &str) -> Option<u32> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -104,6 +129,15 @@ mod tests {
         match value {
             Value::Object(map) => map,
             _ => unreachable!("test rows are objects"),
+        }
+    }
+
+    #[test]
+    fn formatted_stream_timestamps_read_back_to_the_same_millisecond() {
+        assert_eq!(format_stream_timestamp(1_621_331_968_000), "2021-05-18 09:59:28 UTC");
+        assert_eq!(format_stream_timestamp(1_634_183_949_793), "2021-10-14 03:59:09.793 UTC");
+        for ms in [0_i64, 1, 999, 1_000, 1_700_000_000_042, 4_102_444_799_999] {
+            assert_eq!(parse_stream_timestamp(&format_stream_timestamp(ms)), Some(ms), "{ms}");
         }
     }
 

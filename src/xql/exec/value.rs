@@ -335,12 +335,20 @@ impl Table {
 
     /// The selected rows as JSON objects, in column order.
     pub fn to_rows(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        self.map_rows(Value::to_json)
+    }
+
+    /// The selected rows as JSON objects, in column order, each cell written by `cell`.
+    pub fn map_rows(
+        &self,
+        cell: impl Fn(&Value) -> serde_json::Value,
+    ) -> Vec<serde_json::Map<String, serde_json::Value>> {
         self.row_ids()
             .map(|row| {
                 self.names
                     .iter()
                     .zip(&self.columns)
-                    .map(|(name, column)| (name.clone(), column.get(row).to_json()))
+                    .map(|(name, column)| (name.clone(), cell(&column.get(row))))
                     .collect()
             })
             .collect()
