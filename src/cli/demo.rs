@@ -14,6 +14,8 @@ use crate::ingest::sim::{self, SimConfig, TruthEntry};
 use crate::model::{Finding, Severity};
 use crate::pipeline::{BaselineSource, DetectInput};
 use crate::timefmt;
+use crate::xdr::Timeframe;
+use crate::xdr::replay::Replay;
 
 /// `pivotwatch demo`: simulate, detect, and show how the findings line up with what
 /// the simulator injected.
@@ -73,12 +75,97 @@ fn demo_in(dir: &Path, seed: u64) -> anyhow::Result<i32> {
             break;
         }
     }
+    drop(out);
+    hunt(dir, &output.detection.findings)?;
+
+    let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "\nrun it on your own data: pivotwatch detect --inventory inventory.csv --flows conn.log \
          --baseline-until 2026-03-07T00:00:00Z"
     )?;
+    writeln!(
+        out,
+        "or load it as a tenant: pivotwatch replay load --inventory inventory.csv --flows conn.log, \
+         then pivotwatch xql run '<query>' or pivotwatch xdr-sim to serve it over the Cortex XDR API"
+    )?;
     Ok(0)
+}
+
+/// The hunts look at the scored half of the default simulation.
+const HUNT_DAYS: u64 = 5;
+
+/// Questions a hunter asks of the fleet, each with the XQL that answers it.
+const HUNTS: [(&str, &str); 3] = [
+    (
+        "Which cameras talk to external addresses at night?",
+        "dataset = xdr_data \
+         | filter action_remote_ip not incidr \"10.0.0.0/8\" and action_remote_ip not incidr \"172.16.0.0/12\" \
+             and action_remote_ip not incidr \"192.168.0.0/16\" \
+         | alter hour = extract_time(_time, \"HOUR\") | filter hour < 6 or hour >= 22 \
+         | join type = inner (dataset = asset_inventory | filter xdm.asset.type.name = \"IP Camera\" \
+             | fields xdm.asset.name as camera, xdm.asset.ipv4_addresses as ip) as cam cam.ip = action_local_ip \
+         | comp count() as flows, count_distinct(action_remote_ip) as peers, sum(action_total_upload) as bytes_up \
+             by camera, action_remote_port \
+         | sort desc flows | limit 5",
+    ),
+    (
+        "Who speaks Modbus, S7 or EtherNet/IP to the PLCs, and how often?",
+        "dataset = panw_ngfw_traffic_raw | filter dest_port in (502, 102, 44818) \
+         | comp count() as sessions, count_distinct(dest_ip) as plcs by source_ip, dest_port \
+         | sort desc sessions | limit 8",
+    ),
+    (
+        "Which devices sent the most bytes to the Internet?",
+        "dataset = xdr_data \
+         | filter action_remote_ip not incidr \"10.0.0.0/8\" and action_remote_ip not incidr \"172.16.0.0/12\" \
+             and action_remote_ip not incidr \"192.168.0.0/16\" \
+         | comp sum(action_total_upload) as bytes_up, count() as flows by agent_hostname \
+         | sort desc bytes_up | limit 5",
+    ),
+];
+
+/// Loads the simulated fleet as a replay tenant (its alerts filed as incidents) and
+/// answers a few hunting questions over it in XQL.
+fn hunt(dir: &Path, findings: &[Finding]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let inventory = dir.join(sim::INVENTORY_FILE);
+    let conn_log = dir.join(sim::CONN_LOG_FILE);
+    let info = Replay::load(dir, Some(&inventory), &[conn_log])?;
+    let replay = Replay::open(dir)?;
+    let (alerts, incidents) = super::replay::file_findings(&replay, findings)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "\nreplay tenant: {} flows as xdr_data and panw_ngfw_traffic_raw, {} assets; \
+         {alerts} alerts filed as {incidents} incidents ({:.1} s)",
+        info.flows,
+        info.devices,
+        started.elapsed().as_secs_f64()
+    )?;
+    for (question, query) in HUNTS {
+        let text = crate::xql::format(query).context("a demo hunt does not parse")?;
+        writeln!(out, "\nhunt: {question}")?;
+        for line in text.lines() {
+            writeln!(out, "    {line}")?;
+        }
+        let started = Instant::now();
+        let table = replay
+            .query(&text, Some(&Timeframe::Relative { millis: HUNT_DAYS * 24 * 3_600_000 }))
+            .with_context(|| format!("running the demo hunt {question:?}"))?;
+        let took = started.elapsed().as_secs_f64() * 1000.0;
+        let mut shown = Vec::new();
+        super::xql::write_table(&mut shown, &table, 8)?;
+        for line in String::from_utf8_lossy(&shown).lines() {
+            writeln!(out, "    {line}")?;
+        }
+        writeln!(
+            out,
+            "    ({} rows over the last {HUNT_DAYS} recorded days, {took:.1} ms)",
+            table.n_rows()
+        )?;
+    }
+    Ok(())
 }
 
 fn write_truth_check(

@@ -85,9 +85,17 @@ pub(crate) fn file_incidents(replay: &Replay, until: f64) -> anyhow::Result<(usi
         baseline: BaselineSource::Until(until),
     };
     let output = detect_files(DetectConfig::default(), &input, &mut |_| {})?;
-    let alerts = replay
-        .import_findings(&output.detection.findings)
-        .map_err(|err| anyhow::anyhow!("{}", err.message))?;
+    file_findings(replay, &output.detection.findings)
+}
+
+/// Files the alerting findings as the tenant's alerts and incidents. Returns the number
+/// of alerts and of incidents the tenant then has.
+pub(crate) fn file_findings(
+    replay: &Replay,
+    findings: &[crate::model::Finding],
+) -> anyhow::Result<(usize, u64)> {
+    let alerts =
+        replay.import_findings(findings).map_err(|err| anyhow::anyhow!("{}", err.message))?;
     let request = crate::xdr::IncidentQuery::new().to_request();
     let (incidents, _) = replay
         .list_wire(crate::xdr::replay::records::ListKind::Incidents, &request)

@@ -254,7 +254,7 @@ fn run_query(args: RunArgs) -> anyhow::Result<i32> {
 }
 
 /// A plain text table: a header, then one line a row, columns padded to their width.
-fn write_table(out: &mut impl Write, table: &Table, limit: usize) -> io::Result<()> {
+pub(super) fn write_table(out: &mut impl Write, table: &Table, limit: usize) -> io::Result<()> {
     let rows: Vec<Vec<String>> = table
         .row_ids()
         .take(limit)
