@@ -671,22 +671,65 @@ async fn xql_syntax_and_quota_errors_are_typed_and_not_retried() {
             Reply::error(
                 500,
                 "Internal server error",
-                json!({"parse_err": "unknown stage: fitler"}),
+                json!({"parse_err": "unknown function: lowercse"}),
             ),
             Reply::error(500, "Query usage exceeded max daily quota", Value::Null),
         ],
     );
     let xdr = client(&base, KeyType::Standard);
-    let query = XqlRequest::new("dataset = xdr_data | fitler x = 1");
+    // The local parser takes any function name, so only the tenant finds this one.
+    let query = XqlRequest::new("dataset = xdr_data | alter h = lowercse(agent_hostname)");
 
     let err = xdr.run_xql(&query).await.unwrap_err();
-    assert_eq!(err, XdrError::XqlParse { message: "unknown stage: fitler".into() });
+    assert_eq!(err, XdrError::XqlParse { message: "unknown function: lowercse".into() });
     assert_eq!(tenant.requests_to("xql/start_xql_query").len(), 1);
 
     let err = xdr.run_xql(&query).await.unwrap_err();
     assert!(matches!(err, XdrError::QuotaExceeded { .. }), "{err:?}");
     assert_eq!(tenant.requests_to("xql/start_xql_query").len(), 2);
     assert!(tenant.requests_to("xql/get_query_results").is_empty());
+}
+
+#[tokio::test]
+async fn queries_that_could_write_or_do_not_parse_never_reach_the_tenant() {
+    let (tenant, base) = start(Auth::Standard).await;
+    let mut config = config(&base, KeyType::Standard, KEY);
+    config.call_allow_list = vec!["iot_baseline".to_string()];
+    let xdr = CortexXdr::new(config).unwrap();
+
+    let err = xdr
+        .run_xql(&XqlRequest::new(
+            "dataset = xdr_data | fields agent_hostname | target type = dataset copy",
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, XdrError::QueryRefused { reasons } if reasons.len() == 1), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("query refused: line 1, column 46:") && text.contains("writes"),
+        "{text}"
+    );
+
+    let err =
+        xdr.run_xql(&XqlRequest::new("dataset = xdr_data | call exfil_helper")).await.unwrap_err();
+    assert!(matches!(err, XdrError::QueryRefused { .. }), "{err:?}");
+    assert!(err.to_string().contains("`call exfil_helper`"), "{err}");
+
+    // A timeframe from the caller does not make a write acceptable.
+    let write = XqlRequest::new("dataset = xdr_data | target type = lookup iot_copy")
+        .with_timeframe(Timeframe::Relative { millis: 3_600_000 });
+    assert!(matches!(xdr.run_xql(&write).await, Err(XdrError::QueryRefused { .. })));
+
+    let err = xdr.run_xql(&XqlRequest::new("dataset = xdr_data | fitler x = 1")).await.unwrap_err();
+    assert!(
+        matches!(&err, XdrError::XqlParse { message } if message.contains("unknown stage `fitler`")),
+        "{err:?}"
+    );
+    assert!(tenant.paths().is_empty(), "nothing was sent: {:?}", tenant.paths());
+
+    // A call of an allow-listed saved query is read-only and goes out.
+    xdr.run_xql(&XqlRequest::new("dataset = xdr_data | call iot_baseline")).await.unwrap();
+    assert_eq!(tenant.requests_to("xql/start_xql_query").len(), 1);
 }
 
 #[tokio::test]

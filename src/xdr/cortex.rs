@@ -14,6 +14,11 @@
 //! repeated. Nothing else is retried: XQL syntax errors, quota, credentials, licence
 //! and permission errors stay wrong.
 //!
+//! Queries are checked before they are sent: one that does not parse is
+//! `XdrError::XqlParse`, and one that could write (a `target` stage, a `call` of a
+//! saved query not on `CortexConfig::call_allow_list`) is `XdrError::QueryRefused`;
+//! neither reaches the tenant.
+//!
 //! Tenant limits kept on this side: at most `XqlPolling::max_in_flight` XQL queries at
 //! once (the tenant runs four API queries in parallel and rejects more), and custom
 //! alerts in batches of at most 60 and 600 a rolling minute, waiting when over.
@@ -46,6 +51,7 @@ use super::types::{
     UpdateIncidentRequest,
 };
 use super::{Row, Xdr, XdrError, XqlRequest, XqlResult};
+use crate::xql::validate::{ValidationOptions, check};
 
 /// The most rows `get_query_results` returns inline; bigger results come as a stream.
 const INLINE_ROW_LIMIT: u32 = 1000;
@@ -173,10 +179,13 @@ pub struct CortexConfig {
     pub retry: RetryPolicy,
     pub xql: XqlPolling,
     pub alert_rate: AlertRate,
+    /// Saved queries an XQL `call` stage may run; a `call` of any other is refused.
+    pub call_allow_list: Vec<String>,
 }
 
 impl CortexConfig {
-    /// A configuration with the default timeout (30 s), retry, polling and rate limits.
+    /// A configuration with the default timeout (30 s), retry, polling and rate limits,
+    /// and no saved query allowed to `call`.
     pub fn new(
         base_url: impl Into<String>,
         key_id: impl Into<String>,
@@ -192,6 +201,7 @@ impl CortexConfig {
             retry: RetryPolicy::default(),
             xql: XqlPolling::default(),
             alert_rate: AlertRate::default(),
+            call_allow_list: Vec::new(),
         }
     }
 }
@@ -208,6 +218,7 @@ pub struct CortexXdr {
     timeout: Duration,
     retry: RetryPolicy,
     xql: XqlPolling,
+    call_allow_list: Vec<String>,
     batch_size: usize,
     xql_slots: Semaphore,
     parsed_alert_budget: SlidingWindow,
@@ -291,6 +302,7 @@ impl CortexXdr {
             parsed_alert_budget: SlidingWindow::new(rate.per_window, rate.window),
             cef_alert_budget: SlidingWindow::new(rate.per_window, rate.window),
             xql: config.xql,
+            call_allow_list: config.call_allow_list,
         };
         // Fails now, not on the first call, when the id or key cannot be a header.
         client.auth_headers()?;
@@ -444,6 +456,28 @@ impl CortexXdr {
         Ok(headers)
     }
 
+    /// Parses and validates a query as `xql check` does without a schema, and refuses
+    /// it if it does not parse or could write. Other findings (a stage order or option
+    /// the validator doubts) are left for the tenant to judge.
+    fn check_query(&self, request: &XqlRequest) -> Result<(), XdrError> {
+        let options = ValidationOptions {
+            schema: None,
+            caller_timeframe: request.timeframe.is_some(),
+            require_timeframe: false,
+            call_allow_list: &self.call_allow_list,
+        };
+        let (query, validation) = check(&request.query, &options);
+        if !validation.read_only {
+            let reasons = validation.refusals.iter().map(ToString::to_string).collect();
+            return Err(XdrError::QueryRefused { reasons });
+        }
+        if query.is_none() {
+            let messages: Vec<String> = validation.errors.iter().map(ToString::to_string).collect();
+            return Err(XdrError::XqlParse { message: messages.join("; ") });
+        }
+        Ok(())
+    }
+
     async fn wait_for_results(&self, query_id: &str) -> Result<QueryResultsReply, XdrError> {
         let started = Instant::now();
         let mut delay = self.xql.first_delay;
@@ -520,6 +554,7 @@ impl CortexXdr {
 #[async_trait]
 impl Xdr for CortexXdr {
     async fn run_xql(&self, request: &XqlRequest) -> Result<XqlResult, XdrError> {
+        self.check_query(request)?;
         let _slot = self.xql_slots.acquire().await.map_err(|_| XdrError::Transport {
             message: "the XQL query limiter is closed".to_string(),
         })?;

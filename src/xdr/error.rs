@@ -41,9 +41,16 @@ pub enum XdrError {
     #[error("XQL daily quota exceeded: {message}")]
     QuotaExceeded { message: String },
 
-    /// The tenant could not parse the XQL query.
+    /// The XQL query does not parse: found before sending by the local parser, or
+    /// reported by the tenant.
     #[error("XQL syntax error: {message}")]
     XqlParse { message: String },
+
+    /// The XQL query could write (a `target` stage, a `call` of a saved query that is
+    /// not on the allow-list) and was not sent. `reasons` name each offending stage
+    /// with its line and column.
+    #[error("query refused: {}", reasons.join("; "))]
+    QueryRefused { reasons: Vec<String> },
 
     /// A 5xx that is none of the above.
     #[error("tenant error (HTTP {status}): {message}")]

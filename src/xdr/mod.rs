@@ -8,7 +8,9 @@
 //! implementation hands out rows of one shape, and `flows` turns network rows into the
 //! canonical `model::Flow`.
 //!
-//! This module depends on `model` only.
+//! This module depends on `model`, on `xql` (queries are validated before they are
+//! sent, and the replay tenant runs them locally) and on `ingest` (the replay tenant
+//! loads flow files).
 
 pub mod cortex;
 pub mod error;

@@ -650,9 +650,7 @@ impl ReplayQueryError {
             ReplayQueryError::Invalid(messages) => {
                 XdrError::XqlParse { message: messages.join("; ") }
             }
-            ReplayQueryError::Refused(messages) => {
-                XdrError::BadRequest { status: 400, message: messages.join("; ") }
-            }
+            ReplayQueryError::Refused(reasons) => XdrError::QueryRefused { reasons },
             ReplayQueryError::Exec(
                 err @ (ExecError::UnknownField { .. } | ExecError::UnknownDataset { .. }),
             ) => XdrError::XqlParse { message: err.to_string() },
