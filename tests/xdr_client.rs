@@ -809,20 +809,57 @@ async fn rate_limits_and_server_errors_are_retried_until_success() {
         [
             Reply::error(429, "Too many requests", Value::Null).with_header("retry-after", "0"),
             Reply::error(500, "Rate limit exceeded", Value::Null),
+            Reply::error(503, "Service Unavailable", Value::Null),
         ],
     );
     tenant.script(
         "alerts/insert_parsed_alerts",
-        [Reply::error(503, "Service Unavailable", Value::Null)],
+        [Reply::error(429, "Too many requests", Value::Null).with_header("retry-after", "0")],
     );
-    let xdr = client(&base, KeyType::Standard);
+    tenant.script("endpoints/isolate", [Reply::error(500, "Rate limit exceeded", Value::Null)]);
+    let mut config = config(&base, KeyType::Standard, KEY);
+    config.retry.max_attempts = 4;
+    let xdr = CortexXdr::new(config).unwrap();
 
     let page = xdr.list_incidents(&IncidentQuery::new()).await.unwrap();
     assert_eq!(page.items.len(), 2);
-    assert_eq!(tenant.requests_to("incidents/get_incidents").len(), 3);
+    assert_eq!(tenant.requests_to("incidents/get_incidents").len(), 4, "a read is repeated");
 
+    // A rate-limited request was not processed, so even a write is sent again.
     xdr.insert_parsed_alerts(&[parsed_alert(0)]).await.unwrap();
     assert_eq!(tenant.requests_to("alerts/insert_parsed_alerts").len(), 2);
+    xdr.isolate_endpoint("e1", None).await.unwrap();
+    assert_eq!(tenant.requests_to("endpoints/isolate").len(), 2);
+}
+
+#[tokio::test]
+async fn server_errors_end_calls_that_are_not_safe_to_repeat() {
+    let (tenant, base) = start(Auth::Standard).await;
+    let calls = [
+        "endpoints/isolate",
+        "endpoints/unisolate",
+        "alerts/insert_parsed_alerts",
+        "incidents/update_incident",
+        "xql/start_xql_query",
+    ];
+    for call in calls {
+        tenant.script(call, (0..3).map(|_| Reply::error(502, "Bad Gateway", Value::Null)));
+    }
+    let xdr = client(&base, KeyType::Standard);
+    let update = IncidentUpdate { comment: Some("x".into()), ..Default::default() };
+
+    let results = [
+        xdr.isolate_endpoint("e1", None).await.map(drop),
+        xdr.unisolate_endpoint("e1", None).await.map(drop),
+        xdr.insert_parsed_alerts(&[parsed_alert(0)]).await,
+        xdr.update_incident("7", &update).await,
+        xdr.run_xql(&XqlRequest::new("dataset = xdr_data | limit 1")).await.map(drop),
+    ];
+    for (call, result) in calls.iter().zip(results) {
+        let err = result.unwrap_err();
+        assert!(matches!(err, XdrError::Server { status: 502, .. }), "{call}: {err:?}");
+        assert_eq!(tenant.requests_to(call).len(), 1, "{call} was sent once");
+    }
 }
 
 #[tokio::test]
@@ -898,12 +935,12 @@ async fn a_silent_tenant_times_out_and_only_reads_are_repeated() {
 async fn malformed_and_disguised_answers_are_errors_that_name_the_call() {
     let (tenant, base) = start(Auth::Standard).await;
     tenant.script("incidents/get_incidents", [Reply::ok(json!({"incidents": "not a list"}))]);
+    let no_endpoint = "An error occurred: no endpoint was found for creating the requested action";
+    tenant
+        .script("endpoints/isolate", [Reply::ok(json!({"err_code": 500, "err_msg": no_endpoint}))]);
     tenant.script(
-        "endpoints/isolate",
-        (0..3).map(|_| Reply::ok(json!({
-            "err_code": 500,
-            "err_msg": "An error occurred: no endpoint was found for creating the requested action"
-        }))),
+        "endpoints/get_endpoint",
+        (0..3).map(|_| Reply::error(500, no_endpoint, Value::Null)),
     );
     let xdr = client(&base, KeyType::Standard);
 
@@ -915,10 +952,13 @@ async fn malformed_and_disguised_answers_are_errors_that_name_the_call() {
     assert!(err.to_string().contains("invalid type"), "{err}");
 
     let err = xdr.isolate_endpoint("e1", None).await.unwrap_err();
-    assert!(
-        matches!(&err, XdrError::Server { message, .. } if message.contains("no endpoint")),
-        "{err:?}"
-    );
+    assert_eq!(err, XdrError::NoEndpointFound { message: no_endpoint.into() });
+    assert!(err.to_string().contains("check the endpoint id"), "{err}");
+    assert_eq!(tenant.requests_to("endpoints/isolate").len(), 1);
+    // The answer is final even for a call that could be repeated safely.
+    let err = xdr.get_endpoints(&EndpointQuery::new()).await.unwrap_err();
+    assert!(matches!(err, XdrError::NoEndpointFound { .. }), "{err:?}");
+    assert_eq!(tenant.requests_to("endpoints/get_endpoint").len(), 1);
 
     let lost = client(&format!("{base}/somewhere-else"), KeyType::Standard);
     let err = lost.xql_quota().await.unwrap_err();

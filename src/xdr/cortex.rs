@@ -7,12 +7,15 @@
 //! logged, and the API key exists only inside `ApiKey`, whose `Debug` and `Display`
 //! print `***`.
 //!
-//! Retrying: rate limits (429, or a "Rate limit exceeded" message) and 5xx answers are
-//! retried with jittered exponential back-off up to `RetryPolicy::max_attempts`,
-//! honouring `Retry-After`. Timeouts and broken connections are retried only for calls
-//! that are safe to repeat (reads); a write whose answer was lost is reported, not
-//! repeated. Nothing else is retried: XQL syntax errors, quota, credentials, licence
-//! and permission errors stay wrong.
+//! Retrying, with jittered exponential back-off up to `RetryPolicy::max_attempts`:
+//! rate limits (429, or a "Rate limit exceeded" message) are retried for every call,
+//! honouring `Retry-After`, because the tenant turned the request away unprocessed.
+//! 5xx answers, timeouts and broken connections are retried only for calls that are
+//! safe to repeat (reads): a write (isolating an endpoint, inserting alerts, updating an
+//! incident, starting a query) may have taken effect before the failure, so it is
+//! reported rather than repeated. Nothing else is retried: XQL syntax errors, quota,
+//! credentials, licence and permission errors, and an endpoint action that names no
+//! known endpoint stay wrong.
 //!
 //! Queries are checked before they are sent: one that does not parse is
 //! `XdrError::XqlParse`, and one that could write (a `target` stage, a `call` of a
@@ -225,8 +228,8 @@ pub struct CortexXdr {
     cef_alert_budget: SlidingWindow,
 }
 
-/// One API call: its path below `/public_api/v1/`, whether repeating it after a lost
-/// answer is harmless, and whether the answer is a JSON `reply`.
+/// One API call: its path below `/public_api/v1/`, whether repeating it after a server
+/// error or a lost answer is harmless, and whether the answer is a JSON `reply`.
 struct Call {
     path: &'static str,
     safe_to_repeat: bool,
@@ -385,6 +388,10 @@ impl CortexXdr {
     }
 
     /// The pause before the next attempt, or `None` when the error is final.
+    ///
+    /// A rate limit means the tenant did not process the request, so any call may be
+    /// sent again. After a server error, a timeout or a broken connection the tenant
+    /// may have acted on it, so only calls that are safe to repeat are.
     fn retry_delay(&self, call: &Call, err: &XdrError, attempt: u32) -> Option<Duration> {
         if attempt >= self.retry.max_attempts {
             return None;
@@ -393,10 +400,10 @@ impl CortexXdr {
             XdrError::RateLimited { retry_after: Some(after) } => {
                 (*after <= self.retry.max_delay).then_some(*after)
             }
-            XdrError::RateLimited { retry_after: None } | XdrError::Server { .. } => {
-                Some(self.backoff(attempt))
-            }
-            XdrError::Timeout { .. } | XdrError::Transport { .. } if call.safe_to_repeat => {
+            XdrError::RateLimited { retry_after: None } => Some(self.backoff(attempt)),
+            XdrError::Server { .. } | XdrError::Timeout { .. } | XdrError::Transport { .. }
+                if call.safe_to_repeat =>
+            {
                 Some(self.backoff(attempt))
             }
             _ => None,
@@ -902,8 +909,17 @@ mod tests {
         assert!(client.retry_delay(&START_XQL, &timeout, 1).is_none());
 
         let server = XdrError::Server { status: 502, message: String::new() };
-        assert!(client.retry_delay(&START_XQL, &server, 1).is_some());
-        assert!(client.retry_delay(&START_XQL, &server, 4).is_none(), "attempts are bounded");
+        assert!(client.retry_delay(&QUERY_RESULTS, &server, 1).is_some());
+        assert!(client.retry_delay(&QUERY_RESULTS, &server, 4).is_none(), "attempts are bounded");
+        for write in [&START_XQL, &ISOLATE, &UNISOLATE, &INSERT_PARSED_ALERTS, &UPDATE_INCIDENT] {
+            assert!(client.retry_delay(write, &server, 1).is_none(), "{}", write.path);
+        }
+
+        let unprocessed = XdrError::RateLimited { retry_after: None };
+        assert!(client.retry_delay(&ISOLATE, &unprocessed, 1).is_some());
+
+        let no_endpoint = XdrError::NoEndpointFound { message: String::new() };
+        assert!(client.retry_delay(&GET_ENDPOINT, &no_endpoint, 1).is_none());
 
         let long_wait = XdrError::RateLimited { retry_after: Some(Duration::from_secs(3600)) };
         assert!(client.retry_delay(&QUERY_RESULTS, &long_wait, 1).is_none());

@@ -52,6 +52,14 @@ pub enum XdrError {
     #[error("query refused: {}", reasons.join("; "))]
     QueryRefused { reasons: Vec<String> },
 
+    /// An isolate or unisolate named no endpoint the tenant knows, so no action was
+    /// created. The tenant answers this with a 500; repeating it cannot help.
+    #[error(
+        "no endpoint matches the request, so the tenant created no action: {message}; \
+         check the endpoint id"
+    )]
+    NoEndpointFound { message: String },
+
     /// A 5xx that is none of the above.
     #[error("tenant error (HTTP {status}): {message}")]
     Server { status: u16, message: String },
@@ -96,6 +104,11 @@ impl XdrError {
     }
 }
 
+/// What the tenant says, inside a 500, when an endpoint action names no endpoint it
+/// knows.
+pub(crate) const NO_ENDPOINT_MESSAGE: &str =
+    "no endpoint was found for creating the requested action";
+
 /// Turns a non-2xx answer (or a 2xx whose reply carries `err_code`) into an error.
 /// `path` is the API path, for `NotFound`; `retry_after` is the parsed `Retry-After`
 /// header, if any.
@@ -116,6 +129,9 @@ pub(crate) fn classify(
     }
     if let Some(parse_err) = reply.parse_err {
         return XdrError::XqlParse { message: parse_err };
+    }
+    if contains_ignore_case(&message, NO_ENDPOINT_MESSAGE) {
+        return XdrError::NoEndpointFound { message };
     }
 
     match status {
@@ -293,6 +309,15 @@ mod tests {
             assert!(got.starts_with(want), "{status}: {got}");
             assert!(!err.is_retryable(), "{status} must not be retried");
         }
+    }
+
+    #[test]
+    fn an_endpoint_action_without_an_endpoint_is_typed_and_final() {
+        let message = "An error occurred: no endpoint was found for creating the requested action";
+        let err = classify(500, &body(500, message, Value::Null), "endpoints/isolate", None);
+        assert_eq!(err, XdrError::NoEndpointFound { message: message.into() });
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("check the endpoint id"), "{err}");
     }
 
     #[test]

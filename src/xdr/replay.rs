@@ -29,6 +29,7 @@ use crate::xql::exec::{self, ExecError, ExecOptions, Table, Tenant};
 use crate::xql::validate::check;
 use crate::xql::{Schema, ValidationOptions};
 
+use super::error::NO_ENDPOINT_MESSAGE;
 use super::query::{ListQuery, ListRequest};
 use super::types::{
     ActionStatus, Alert, AuditLog, Endpoint, EndpointAction, Incident, IncidentExtraData, Page,
@@ -619,6 +620,9 @@ fn cef_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn to_xdr_error(err: RecordError) -> XdrError {
+    if err.message.contains(NO_ENDPOINT_MESSAGE) {
+        return XdrError::NoEndpointFound { message: err.message };
+    }
     match err.status {
         400 => XdrError::BadRequest { status: 400, message: err.message },
         status => XdrError::Server { status, message: err.message },

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::xdr::error::NO_ENDPOINT_MESSAGE;
 use crate::xdr::query::{Filter, ListRequest, Operator, SortOrder};
 
 pub const RECORDS_FILE: &str = "records.json";
@@ -334,10 +335,7 @@ impl Records {
             .endpoints
             .iter_mut()
             .find(|e| e.get("endpoint_id").and_then(Value::as_str) == Some(endpoint_id))
-            .ok_or_else(|| RecordError {
-                status: 500,
-                message: "no endpoint was found for creating the requested action".into(),
-            })?;
+            .ok_or_else(|| RecordError { status: 500, message: NO_ENDPOINT_MESSAGE.into() })?;
         let state = if isolate { "AGENT_ISOLATED" } else { "AGENT_UNISOLATED" };
         endpoint.insert("is_isolated".into(), json!(state));
         if isolate {
