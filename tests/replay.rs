@@ -11,6 +11,7 @@ use pivotwatch::ingest::sim::{CONN_LOG_FILE, INVENTORY_FILE, SimConfig, simulate
 use pivotwatch::ingest::{read_flows, read_inventory};
 use pivotwatch::model::{Flow, Inventory, is_internal};
 use pivotwatch::xdr::Timeframe;
+use pivotwatch::xdr::flows::flow_from_row;
 use pivotwatch::xdr::replay::{Replay, ReplayQueryError};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -192,6 +193,44 @@ fn external_traffic_is_visible_with_internal_ranges_excluded() {
     );
     let want = fixture().flows.iter().filter(|f| !is_internal(&f.resp_h)).count();
     assert_eq!(got[0]["n"].as_i64().unwrap(), want as i64);
+}
+
+/// A session as the firewall view can carry it: start in milliseconds, the endpoints,
+/// the duration in whole seconds, and the bytes and packets each way.
+type Session = (i64, IpAddr, u16, IpAddr, u16, u64, u64, u64, u64, u64);
+
+fn session(flow: &Flow) -> Session {
+    // The firewall counts whole seconds, so a source flow's duration is truncated.
+    let whole_secs = flow.duration.trunc() as u64;
+    (
+        ms(flow.ts),
+        flow.orig_h,
+        flow.orig_p,
+        flow.resp_h,
+        flow.resp_p,
+        whole_secs,
+        flow.orig_bytes,
+        flow.resp_bytes,
+        flow.orig_pkts,
+        flow.resp_pkts,
+    )
+}
+
+#[test]
+fn firewall_rows_convert_back_into_the_flows_they_came_from() {
+    let f = fixture();
+    let table = f.replay.query("dataset = panw_ngfw_traffic_raw", None).unwrap();
+    let mut got: Vec<Session> = table
+        .to_rows()
+        .iter()
+        .map(|row| session(&flow_from_row(row).unwrap_or_else(|err| panic!("{err}: {row:?}"))))
+        .collect();
+    let mut want: Vec<Session> = f.flows.iter().map(session).collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert!(want.iter().filter(|s| s.5 > 0).count() > 100, "many flows last a second or more");
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the firewall rows do not give back the flows");
 }
 
 /// A tenant of its own, with incidents filed from detection, for tests that change it.

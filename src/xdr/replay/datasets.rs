@@ -11,7 +11,7 @@
 //! | bytes originator → responder | `action_total_upload` | `bytes_sent` |
 //! | bytes responder → originator | `action_total_download` | `bytes_received` |
 //! | packets each way | `action_pkts_sent` / `action_pkts_received` | `packets_sent` / `packets_received` |
-//! | duration, whole seconds | — | `elapsed` |
+//! | duration, whole seconds | — | `total_time_elapsed` |
 //! | connection state | — | `session_end_reason` (`tcp-fin`, `tcp-rst-from-server`, `aged-out`, ...) |
 //! | originator's hostname (inventory) | `agent_hostname` | `source_device_host` |
 //! | originator's / responder's segment | — | `from_zone` / `to_zone` (`external` outside) |
@@ -56,7 +56,8 @@ pub struct FlowColumns {
     download: Vec<i64>,
     pkts_sent: Vec<i64>,
     pkts_received: Vec<i64>,
-    elapsed: Vec<i64>,
+    /// Whole seconds, as the firewall's `total_time_elapsed` counts them.
+    elapsed_secs: Vec<i64>,
     state: Vec<ConnState>,
     /// Inventory index of each row's originator and responder, if inventoried.
     local_device: Vec<u32>,
@@ -78,7 +79,7 @@ impl Default for FlowColumns {
             download: Vec::new(),
             pkts_sent: Vec::new(),
             pkts_received: Vec::new(),
-            elapsed: Vec::new(),
+            elapsed_secs: Vec::new(),
             state: Vec::new(),
             local_device: Vec::new(),
             remote_device: Vec::new(),
@@ -108,7 +109,7 @@ impl FlowColumns {
         self.download.push(clamp_i64(flow.resp_bytes));
         self.pkts_sent.push(clamp_i64(flow.orig_pkts));
         self.pkts_received.push(clamp_i64(flow.resp_pkts));
-        self.elapsed.push(flow.duration.max(0.0) as i64);
+        self.elapsed_secs.push(flow.duration.max(0.0) as i64);
         self.state.push(flow.conn_state);
         let index = |ip: &IpAddr| inventory.index_of(ip).map_or(NULL_CODE, |i| i as u32);
         self.local_device.push(index(&flow.orig_h));
@@ -276,7 +277,7 @@ impl FlowColumns {
                 "bytes_received",
                 "packets_sent",
                 "packets_received",
-                "elapsed",
+                "total_time_elapsed",
                 "session_end_reason",
                 "source_device_host",
                 "from_zone",
@@ -297,7 +298,7 @@ impl FlowColumns {
                 download,
                 pkts_sent,
                 pkts_received,
-                Arc::new(Column::Int(self.elapsed)),
+                Arc::new(Column::Int(self.elapsed_secs)),
                 Arc::new(end_reason.finish()),
                 local_host,
                 zone(&self.local_device, &local_ip),
