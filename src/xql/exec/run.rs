@@ -375,17 +375,19 @@ impl Runner<'_> {
 
         // The matched pairs as one table: the left columns, then the right columns
         // under `alias.name`.
-        let left_ids: Vec<Option<u32>> = pairs.iter().map(|p| p.0).collect();
-        let right_ids: Vec<Option<u32>> = pairs.iter().map(|p| p.1).collect();
-        let mut names = left.names.clone();
-        let mut columns: Vec<Arc<Column>> =
-            left.columns.iter().map(|c| Arc::new(c.gather_opt(&left_ids))).collect();
-        for (name, column) in right.names.iter().zip(&right.columns) {
-            names.push(format!("{prefix}{name}"));
-            columns.push(Arc::new(column.gather_opt(&right_ids)));
-        }
-        let mut joined = Table::new(names, columns);
-        let mut kept: Vec<u32> = (0..joined.len as u32).collect();
+        let gather = |pairs: &[(Option<u32>, Option<u32>)]| {
+            let left_ids: Vec<Option<u32>> = pairs.iter().map(|p| p.0).collect();
+            let right_ids: Vec<Option<u32>> = pairs.iter().map(|p| p.1).collect();
+            let mut names = left.names.clone();
+            let mut columns: Vec<Arc<Column>> =
+                left.columns.iter().map(|c| Arc::new(c.gather_opt(&left_ids))).collect();
+            for (name, column) in right.names.iter().zip(&right.columns) {
+                names.push(format!("{prefix}{name}"));
+                columns.push(Arc::new(column.gather_opt(&right_ids)));
+            }
+            Table::new(names, columns)
+        };
+        let mut joined = gather(&pairs);
         if !residual.is_empty() {
             let mut condition = residual[0].clone();
             for part in &residual[1..] {
@@ -396,15 +398,14 @@ impl Runner<'_> {
                 };
             }
             let condition = compile(&condition, &joined, ctx)?;
-            // TODO: a left row whose every match fails these conditions is dropped, where a
-            // left join should keep it once with nulls on the right.
-            kept.retain(|&row| {
-                pairs[row as usize].1.is_none() || condition.test(&joined, row as usize)
-            });
-            joined = joined.with_selection(kept.clone()).compact();
+            let passed: Vec<bool> = (0..pairs.len())
+                .map(|row| pairs[row].1.is_some() && condition.test(&joined, row))
+                .collect();
+            pairs = residual_survivors(&pairs, &passed, kind == "left");
+            joined = gather(&pairs);
         }
         if kind == "right" {
-            let matched: HashSet<u32> = kept.iter().filter_map(|&i| pairs[i as usize].1).collect();
+            let matched: HashSet<u32> = pairs.iter().filter_map(|p| p.1).collect();
             let missing: Vec<Option<u32>> =
                 all_right.iter().filter(|r| !matched.contains(r)).map(|&r| Some(r)).collect();
             if !missing.is_empty() {
@@ -512,6 +513,30 @@ impl Runner<'_> {
         out.set_column(&name.text, Column::from_values(expanded));
         Ok(out)
     }
+}
+
+/// The pairs of a join that remain once its non-equality conditions are applied:
+/// those whose condition `passed`. Pairs come grouped by left row, in order. With
+/// `keep_left` (a left join) a left row none of whose pairs passed, or that had no
+/// match at all, stays once with no right row, as SQL's left join keeps it.
+fn residual_survivors(
+    pairs: &[(Option<u32>, Option<u32>)],
+    passed: &[bool],
+    keep_left: bool,
+) -> Vec<(Option<u32>, Option<u32>)> {
+    let mut kept = Vec::with_capacity(pairs.len());
+    let mut start = 0;
+    while start < pairs.len() {
+        let left_row = pairs[start].0;
+        let end = start + pairs[start..].iter().take_while(|p| p.0 == left_row).count();
+        let before = kept.len();
+        kept.extend((start..end).filter(|&i| passed[i]).map(|i| pairs[i]));
+        if keep_left && kept.len() == before {
+            kept.push((left_row, None));
+        }
+        start = end;
+    }
+    kept
 }
 
 fn ctx_unsupported(span: Span, what: impl Into<String>) -> ExecError {
@@ -881,4 +906,85 @@ fn top(
     let mut rows = sorted_rows(&counted, &keys, ctx)?;
     rows.truncate(usize::try_from(count.unwrap_or(10)).unwrap_or(10));
     Ok(counted.with_selection(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xql::parse;
+
+    /// A tenant holding a few small tables.
+    struct Tables(Vec<(&'static str, Table)>);
+
+    impl Tenant for Tables {
+        fn dataset(&self, name: &str) -> Option<Table> {
+            self.0.iter().find(|(n, _)| *n == name).map(|(_, t)| t.clone())
+        }
+
+        fn dataset_names(&self) -> Vec<String> {
+            self.0.iter().map(|(n, _)| n.to_string()).collect()
+        }
+
+        fn now_ms(&self) -> i64 {
+            0
+        }
+    }
+
+    fn strings(values: &[&str]) -> Arc<Column> {
+        Arc::new(Column::from_values(values.iter().map(|s| Value::str(s)).collect()))
+    }
+
+    fn run(tenant: &Tables, text: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let query = parse(text).unwrap();
+        execute(&query, tenant, &ExecOptions::default()).unwrap().to_rows()
+    }
+
+    /// Three devices; the first has a small and a large session, the second only a
+    /// small one, the third none.
+    fn devices_and_sessions() -> Tables {
+        let devices = Table::new(
+            vec!["ip".into(), "name".into()],
+            vec![strings(&["10.0.0.1", "10.0.0.2", "10.0.0.3"]), strings(&["plc", "hmi", "cam"])],
+        );
+        let sessions = Table::new(
+            vec!["ip".into(), "bytes".into()],
+            vec![
+                strings(&["10.0.0.1", "10.0.0.1", "10.0.0.2"]),
+                Arc::new(Column::Int(vec![10, 500, 20])),
+            ],
+        );
+        Tables(vec![("devices", devices), ("sessions", sessions)])
+    }
+
+    #[test]
+    fn a_left_join_keeps_a_row_whose_matches_all_fail_the_condition() {
+        let rows = run(
+            &devices_and_sessions(),
+            "dataset = devices | join type = left (dataset = sessions) as s \
+             s.ip = ip and s.bytes > 100",
+        );
+        let got: Vec<(String, serde_json::Value)> = rows
+            .iter()
+            .map(|r| (r["name"].as_str().unwrap().to_string(), r["bytes"].clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("plc".to_string(), serde_json::json!(500)),
+                ("hmi".to_string(), serde_json::Value::Null),
+                ("cam".to_string(), serde_json::Value::Null),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_inner_join_drops_a_row_whose_matches_all_fail_the_condition() {
+        let rows = run(
+            &devices_and_sessions(),
+            "dataset = devices | join (dataset = sessions) as s s.ip = ip and s.bytes > 100",
+        );
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["name"], "plc");
+        assert_eq!(rows[0]["bytes"], 500);
+    }
 }
