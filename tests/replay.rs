@@ -233,6 +233,25 @@ fn firewall_rows_convert_back_into_the_flows_they_came_from() {
     assert!(got == want, "the firewall rows do not give back the flows");
 }
 
+#[test]
+fn story_rows_convert_back_into_the_flows_they_came_from() {
+    let f = fixture();
+    let table = f.replay.query("dataset = xdr_data", None).unwrap();
+    let rows = table.to_rows();
+    assert!(rows.iter().all(|row| row["action_network_is_server"] == Value::Bool(false)));
+    let mut got: Vec<Session> = rows
+        .iter()
+        .map(|row| session(&flow_from_row(row).unwrap_or_else(|err| panic!("{err}: {row:?}"))))
+        .collect();
+    // A story carries no duration.
+    let mut want: Vec<Session> =
+        f.flows.iter().map(|flow| session(&Flow { duration: 0.0, ..*flow })).collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the story rows do not give back the flows");
+}
+
 /// A tenant of its own, with incidents filed from detection, for tests that change it.
 fn fresh_tenant_with_incidents() -> (TempDir, Replay) {
     let dir = TempDir::new().unwrap();

@@ -17,9 +17,17 @@
 //! | `orig_pkts`, `resp_pkts` | `action_pkts_sent`, `action_pkts_received` | `packets_sent`, `packets_received` |
 //! | `conn_state` | `-` (unknown) | from `action` and `session_end_reason`, see `ngfw_state` |
 //!
-//! The address, port, protocol and time fields are required; a missing counter is 0.
+//! A story is seen from the agent's host (`local`). The `xdr_data` column above is for
+//! an outgoing connection; when `action_network_is_server` is true the host accepted
+//! the connection, so local and remote swap: the remote side is the originator, and
+//! upload and download (and packets sent and received) count the other way.
 //!
-//! The `xdr_data` names come from rows of real tenants. For the firewall dataset,
+//! The address, port, protocol and time fields are required; a missing counter is 0,
+//! and a missing or null `action_network_is_server` is taken as outgoing.
+//!
+//! The `xdr_data` names come from rows of real tenants, except
+//! `action_network_is_server`, which is taken from Palo Alto's XQL schema reference
+//! ("true for incoming connections, false for outgoing ones"). For the firewall dataset,
 //! Palo Alto's documentation says it uses the query names of the Cortex (Strata Logging
 //! Service) traffic log schema, whose reference confirms `app`, `bytes_sent`,
 //! `bytes_received` and `dest_port`; `source_ip`, `dest_ip`, `source_port`,
@@ -48,26 +56,34 @@ pub fn flow_from_row(row: &Row) -> Result<Flow, String> {
     }
 }
 
-/// A flow from an `xdr_data` network event. The agent's host is taken to be the
-/// originator.
-// TODO: inbound connections to an agent's host come out reversed, because the story's
-// direction field is not used yet; map it once its name and values are confirmed on a
-// tenant.
+/// A flow from an `xdr_data` network event. The agent's host is the originator of an
+/// outgoing connection and the responder of an incoming one
+/// (`action_network_is_server`).
 pub fn flow_from_story_row(row: &Row) -> Result<Flow, String> {
     let ts_ms = first_time(row, &["_time", "event_timestamp", "action_network_creation_time"])?;
+    let local = (ip(row, "action_local_ip")?, port(row, "action_local_port")?);
+    let remote = (ip(row, "action_remote_ip")?, port(row, "action_remote_port")?);
+    // Bytes and packets the agent's host sent, then those it received.
+    let sent = (counter(row, "action_total_upload")?, counter(row, "action_pkts_sent")?);
+    let received = (counter(row, "action_total_download")?, counter(row, "action_pkts_received")?);
+    let (orig, resp, from_orig, from_resp) = if flag(row, "action_network_is_server")? {
+        (remote, local, received, sent)
+    } else {
+        (local, remote, sent, received)
+    };
     Ok(Flow {
         ts: ts_ms as f64 / 1000.0,
-        orig_h: ip(row, "action_local_ip")?,
-        orig_p: port(row, "action_local_port")?,
-        resp_h: ip(row, "action_remote_ip")?,
-        resp_p: port(row, "action_remote_port")?,
+        orig_h: orig.0,
+        orig_p: orig.1,
+        resp_h: resp.0,
+        resp_p: resp.1,
         proto: proto(row, "action_network_protocol")?,
         service: story_service(row),
         duration: 0.0,
-        orig_bytes: counter(row, "action_total_upload")?,
-        resp_bytes: counter(row, "action_total_download")?,
-        orig_pkts: counter(row, "action_pkts_sent")?,
-        resp_pkts: counter(row, "action_pkts_received")?,
+        orig_bytes: from_orig.0,
+        resp_bytes: from_resp.0,
+        orig_pkts: from_orig.1,
+        resp_pkts: from_resp.1,
         conn_state: ConnState::Unknown,
     })
 }
@@ -200,6 +216,18 @@ fn counter(row: &Row, name: &str) -> Result<u64, String> {
     }
 }
 
+/// A boolean field; absent or null is false. Rows not yet normalised may still carry
+/// the tenant's `"TRUE"` and `"FALSE"` text.
+fn flag(row: &Row, name: &str) -> Result<bool, String> {
+    match field(row, name) {
+        None => Ok(false),
+        Some(Value::Bool(on)) => Ok(*on),
+        Some(Value::String(text)) if text.eq_ignore_ascii_case("true") => Ok(true),
+        Some(Value::String(text)) if text.eq_ignore_ascii_case("false") => Ok(false),
+        Some(other) => Err(format!("{name}: {other} is not true or false")),
+    }
+}
+
 fn seconds(row: &Row, name: &str) -> Result<f64, String> {
     match field(row, name) {
         None => Ok(0.0),
@@ -296,6 +324,35 @@ mod tests {
         assert_eq!((flow.orig_bytes, flow.resp_bytes), (1200, 5400));
         assert_eq!((flow.orig_pkts, flow.resp_pkts), (10, 0));
         assert_eq!(flow.conn_state, ConnState::Unknown);
+    }
+
+    #[test]
+    fn an_incoming_story_has_the_remote_side_as_originator() {
+        let mut story = story();
+        story.insert("action_total_upload".into(), json!(5400));
+        story.insert("action_total_download".into(), json!(1200));
+        story.insert("action_pkts_sent".into(), json!(7));
+        story.insert("action_pkts_received".into(), json!(10));
+        let outgoing = flow_from_row(&story).unwrap();
+
+        story.insert("action_network_is_server".into(), json!(true));
+        let incoming = flow_from_row(&story).unwrap();
+        assert_eq!(incoming.orig_h.to_string(), "1.1.0.0");
+        assert_eq!(incoming.resp_h.to_string(), "193.93.62.47");
+        assert_eq!((incoming.orig_p, incoming.resp_p), (3389, 31029));
+        assert_eq!((incoming.orig_bytes, incoming.resp_bytes), (1200, 5400));
+        assert_eq!((incoming.orig_pkts, incoming.resp_pkts), (10, 7));
+        assert_eq!((incoming.ts, incoming.proto), (outgoing.ts, outgoing.proto));
+
+        story.insert("action_network_is_server".into(), json!("TRUE"));
+        assert_eq!(flow_from_row(&story).unwrap(), incoming);
+        for outward in [json!(false), json!("FALSE"), json!(null)] {
+            story.insert("action_network_is_server".into(), outward);
+            assert_eq!(flow_from_row(&story).unwrap(), outgoing);
+        }
+        story.insert("action_network_is_server".into(), json!("inbound"));
+        let err = flow_from_row(&story).unwrap_err();
+        assert!(err.starts_with("action_network_is_server: \"inbound\""), "{err}");
     }
 
     #[test]

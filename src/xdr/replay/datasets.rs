@@ -4,6 +4,7 @@
 //! | pivotwatch | `xdr_data` (`event_type = STORY`) | `panw_ngfw_traffic_raw` |
 //! |---|---|---|
 //! | flow start | `_time` | `_time` |
+//! | direction | `action_network_is_server` (always `false`, see below) | — |
 //! | originator address / port | `action_local_ip` / `action_local_port` | `source_ip` / `source_port` |
 //! | responder address / port | `action_remote_ip` / `action_remote_port` | `dest_ip` / `dest_port` |
 //! | protocol | `action_network_protocol` (`TCP`, `UDP`, `ICMP`) | `protocol` (`tcp`, ...) |
@@ -16,6 +17,11 @@
 //! | originator's hostname (inventory) | `agent_hostname` | `source_device_host` |
 //! | originator's / responder's segment | — | `from_zone` / `to_zone` (`external` outside) |
 //! |  | `event_type` = `STORY`, `_vendor` = `PANW`, `_product` = `XDR agent` | `action` = `allow`, `_vendor` = `PANW`, `_product` = `Firewall` |
+//!
+//! Every `xdr_data` row is written from the originator's side, as the agent on the
+//! connecting host would record it, so `action_network_is_server` is always false; a
+//! tenant also has rows from the accepting host's agent, with the field true and
+//! local and remote swapped.
 //!
 //! The `xdr_data` names are those a tenant returns for network stories. The firewall
 //! names follow the NGFW traffic log's fields as the Cortex data lake spells them; the
@@ -209,6 +215,7 @@ impl FlowColumns {
                 "action_local_port",
                 "action_remote_ip",
                 "action_remote_port",
+                "action_network_is_server",
                 "action_network_protocol",
                 "action_app_id_transitions",
                 "action_total_upload",
@@ -226,6 +233,7 @@ impl FlowColumns {
                 local_port.clone(),
                 remote_ip.clone(),
                 remote_port.clone(),
+                Arc::new(Column::Bool(vec![0; n])),
                 proto_column(true),
                 Arc::new(apps),
                 upload.clone(),
