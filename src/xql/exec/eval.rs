@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use regex::Regex;
-use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
 
 use super::ExecError;
 use super::value::{Column, Key, Table, Value};
@@ -167,8 +169,12 @@ pub(super) fn compile(e: &Expr, table: &Table, ctx: &Ctx<'_>) -> Result<CExpr, E
             if *op == BinOp::And { CExpr::And(l, r) } else { CExpr::Or(l, r) }
         }
         Expr::Binary { op, lhs, rhs } => {
-            let l = Box::new(compile(lhs, table, ctx)?);
-            let r = Box::new(compile(rhs, table, ctx)?);
+            let mut l = Box::new(compile(lhs, table, ctx)?);
+            let mut r = Box::new(compile(rhs, table, ctx)?);
+            if matches!(op, BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge) {
+                read_as_time(&mut r, &l, table, ctx)?;
+                read_as_time(&mut l, &r, table, ctx)?;
+            }
             let compiled = match op {
                 BinOp::And | BinOp::Or => unreachable_binop(ctx)?,
                 BinOp::Eq => CExpr::Compare { op: Cmp::Eq, lhs: l, rhs: r, ci },
@@ -219,7 +225,9 @@ pub(super) fn compile(e: &Expr, table: &Table, ctx: &Ctx<'_>) -> Result<CExpr, E
                 InSet::List(items) => {
                     let mut values = Vec::with_capacity(items.len());
                     for item in items {
-                        match compile(item, table, ctx)? {
+                        let mut item = compile(item, table, ctx)?;
+                        read_as_time(&mut item, &inner, table, ctx)?;
+                        match item {
                             CExpr::Lit(v) => values.push(v),
                             _ => {
                                 return Err(
@@ -267,6 +275,63 @@ pub(super) fn compile(e: &Expr, table: &Table, ctx: &Ctx<'_>) -> Result<CExpr, E
             CExpr::Call { func, args: compiled, now_ms: ctx.now_ms }
         }
     })
+}
+
+/// Whether an expression is known, before running, to give timestamps: a time column,
+/// a time literal, `to_timestamp(…)` or `current_time()`.
+fn gives_time(e: &CExpr, table: &Table) -> bool {
+    match e {
+        CExpr::Col(idx) => matches!(&*table.columns[*idx], Column::Time(_)),
+        CExpr::Lit(value) => matches!(value, Value::Time(_)),
+        CExpr::Call { func, .. } => matches!(func, Func::ToTimestamp | Func::CurrentTime),
+        _ => false,
+    }
+}
+
+/// Where `literal` is a string compared with (or listed against) a timestamp, reads
+/// it as a time, so that `_time >= "2024-03-01 12:00:00"` compares instants rather
+/// than text. A string that is not a time is an error naming it.
+fn read_as_time(
+    literal: &mut CExpr,
+    other: &CExpr,
+    table: &Table,
+    ctx: &Ctx<'_>,
+) -> Result<(), ExecError> {
+    let CExpr::Lit(Value::Str(text)) = &*literal else { return Ok(()) };
+    if !gives_time(other, table) {
+        return Ok(());
+    }
+    let Some(ms) = parse_time_literal(text) else {
+        let what = match other {
+            CExpr::Col(idx) => format!("`{}`", table.names[*idx]),
+            _ => "a timestamp".to_string(),
+        };
+        return Err(ExecError::Invalid(format!(
+            "line {}, column {}: \"{text}\" is compared with {what}, but it is not a time; \
+             write RFC 3339 (\"2024-03-01T12:00:00Z\") or \"2024-03-01 12:00:00\" (UTC)",
+            ctx.span.line, ctx.span.column
+        )));
+    };
+    *literal = CExpr::Lit(Value::Time(ms));
+    Ok(())
+}
+
+/// Unix milliseconds of a time written as RFC 3339 (`2024-03-01T12:00:00Z`, with any
+/// offset) or as `2024-03-01 12:00:00` in UTC. The second form may carry a fraction
+/// of a second and a ` UTC` suffix, as the tenant prints times.
+pub(super) fn parse_time_literal(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let at = match OffsetDateTime::parse(text, &Rfc3339) {
+        Ok(at) => at,
+        Err(_) => {
+            let bare = text.strip_suffix(" UTC").unwrap_or(text);
+            let format = format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second][optional [.[subsecond]]]"
+            );
+            PrimitiveDateTime::parse(bare, &format).ok()?.assume_utc()
+        }
+    };
+    i64::try_from(at.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
 }
 
 fn unreachable_binop(ctx: &Ctx<'_>) -> Result<CExpr, ExecError> {
@@ -408,6 +473,12 @@ fn compare(op: Cmp, a: &Value, b: &Value, ci: bool) -> bool {
         };
     }
     let ordering = match (a, b) {
+        // A time against text that was not a literal, so was not read when compiling:
+        // the text is read as a time, and text that is not a time satisfies only `!=`.
+        (Value::Time(t), Value::Str(s)) | (Value::Str(s), Value::Time(t)) => {
+            let Some(ms) = parse_time_literal(s) else { return op == Cmp::Ne };
+            if matches!(a, Value::Time(_)) { t.cmp(&ms) } else { ms.cmp(t) }
+        }
         (Value::Str(x), Value::Str(y)) => {
             if ci {
                 x.to_lowercase().cmp(&y.to_lowercase())
@@ -710,6 +781,31 @@ mod tests {
         assert!(compare(Cmp::Ne, &Value::Int(1), &Value::Null, true));
         assert!(!compare(Cmp::Lt, &Value::Null, &Value::Int(1), true));
         assert!(compare(Cmp::Gt, &Value::Int(443), &Value::Float(80.5), true));
+    }
+
+    #[test]
+    fn times_compare_with_text_as_times() {
+        // 2024-03-01T12:00:00Z
+        let noon = 1_709_294_400_000;
+        for text in [
+            "2024-03-01T12:00:00Z",
+            "2024-03-01T13:00:00+01:00",
+            "2024-03-01 12:00:00",
+            "2024-03-01 12:00:00.000 UTC",
+        ] {
+            assert_eq!(parse_time_literal(text), Some(noon), "{text}");
+        }
+        assert_eq!(parse_time_literal("2024-03-01 12:00:00.25"), Some(noon + 250));
+        for text in ["2024-03-01", "2024-03-01 25:00:00", "noon", "1709294400000"] {
+            assert_eq!(parse_time_literal(text), None, "{text}");
+        }
+
+        let morning = Value::Time(noon - 3 * 3_600_000);
+        assert!(compare(Cmp::Lt, &morning, &Value::str("2024-03-01 12:00:00"), true));
+        assert!(compare(Cmp::Gt, &Value::str("2024-03-01 12:00:00"), &morning, true));
+        assert!(!compare(Cmp::Eq, &morning, &Value::str("not a time"), true));
+        assert!(!compare(Cmp::Lt, &morning, &Value::str("not a time"), true));
+        assert!(compare(Cmp::Ne, &morning, &Value::str("not a time"), true));
     }
 
     #[test]

@@ -977,6 +977,56 @@ mod tests {
         );
     }
 
+    /// Events at 09:00, 12:00 and 15:00 UTC on 2024-03-01.
+    fn events() -> Tables {
+        let noon = 1_709_294_400_000;
+        let hours = 3_600_000;
+        let events = Table::new(
+            vec!["_time".into(), "name".into()],
+            vec![
+                Arc::new(Column::Time(vec![noon - 3 * hours, noon, noon + 3 * hours])),
+                strings(&["morning", "noon", "afternoon"]),
+            ],
+        );
+        Tables(vec![("events", events)])
+    }
+
+    fn names_where(condition: &str) -> Vec<String> {
+        run(&events(), &format!("dataset = events | filter {condition}"))
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_time_compared_with_a_string_reads_the_string_as_a_time() {
+        for noon in ["2024-03-01 12:00:00", "2024-03-01T12:00:00Z", "2024-03-01T13:00:00+01:00"] {
+            assert_eq!(names_where(&format!("_time >= \"{noon}\"")), ["noon", "afternoon"]);
+            assert_eq!(names_where(&format!("\"{noon}\" > _time")), ["morning"]);
+            assert_eq!(names_where(&format!("_time = \"{noon}\"")), ["noon"]);
+        }
+        let listed = names_where(
+            "_time in (\"2024-03-01 15:00:00\", \"2024-03-01T09:00:00Z\") | sort asc _time",
+        );
+        assert_eq!(listed, ["morning", "afternoon"]);
+    }
+
+    #[test]
+    fn a_string_that_is_not_a_time_is_an_error_naming_it() {
+        for condition in [
+            "_time > \"2024-03-01 25:00:00\"",
+            "\"yesterday\" < _time",
+            "_time in (\"2024-03-01 12:00:00\", \"03/01/2024\")",
+        ] {
+            let query = parse(&format!("dataset = events | filter {condition}")).unwrap();
+            let err = execute(&query, &events(), &ExecOptions::default()).unwrap_err();
+            let text = err.to_string();
+            let literal = condition.split('"').rev().nth(1).unwrap();
+            assert!(text.contains(&format!("\"{literal}\"")), "{condition}: {text}");
+            assert!(text.contains("`_time`") && text.contains("not a time"), "{text}");
+        }
+    }
+
     #[test]
     fn an_inner_join_drops_a_row_whose_matches_all_fail_the_condition() {
         let rows = run(
