@@ -37,15 +37,16 @@ pub fn parse_time(text: &str) -> Result<f64, String> {
     ))
 }
 
-/// Parses a window length such as `1h`, `5m`, `30s` or `1d` into seconds.
+/// Parses a length such as `1h`, `5m`, `30s`, `1d` or `500ms` into seconds.
 pub fn parse_duration(text: &str) -> Result<f64, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("\"{text}\" is not a duration; use a number and s, m, h or d"))?;
+        .map_err(|_| format!("\"{text}\" is not a duration; use a number and ms, s, m, h or d"))?;
     let scale = match unit {
+        "ms" => 0.001,
         "" | "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
@@ -68,6 +69,15 @@ mod tests {
         assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1545403816.962094), "2018-12-21T14:50:16.962094Z");
         assert_eq!(rfc3339(1545403816.8709), "2018-12-21T14:50:16.8709Z");
+    }
+
+    #[test]
+    fn durations_take_milliseconds_to_days() {
+        assert_eq!(parse_duration("500ms"), Ok(0.5));
+        assert_eq!(parse_duration("5m"), Ok(300.0));
+        assert_eq!(parse_duration("2d"), Ok(172_800.0));
+        assert!(parse_duration("5y").unwrap_err().contains("unknown duration unit"));
+        assert!(parse_duration("0s").is_err());
     }
 
     #[test]

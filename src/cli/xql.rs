@@ -9,8 +9,10 @@ use std::path::PathBuf;
 
 use super::replay::DataDirArg;
 use crate::xdr::Timeframe;
+use crate::xdr::connect::{Tenant, TenantSettings};
 use crate::xdr::replay::{Replay, ReplayQueryError};
-use crate::xql::exec::Table;
+use crate::xdr::{CortexXdr, Xdr, XdrError, XqlRequest};
+use crate::xql::exec::{Column, Table, Value};
 use crate::xql::validate::{Diagnostic, Validation, check};
 use crate::xql::{self, Schema, ValidationOptions};
 
@@ -27,7 +29,8 @@ pub enum XqlCommand {
     Check(CheckArgs),
     /// Print a query in canonical form.
     Fmt(FmtArgs),
-    /// Run a query on the replay tenant in the data directory.
+    /// Run a query on the configured tenant: Cortex XDR when PIVOTWATCH_XDR_URL and its
+    /// key are set, else the replay tenant in the data directory.
     Run(RunArgs),
     /// Print the replay tenant's datasets and fields as a schema file.
     Schema(SchemaArgs),
@@ -229,7 +232,13 @@ fn run_query(args: RunArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
-    let replay = Replay::open(&args.data_dir.data_dir)?;
+    let tenant = TenantSettings::from_env().open(&args.data_dir.data_dir)?;
+    let replay = match tenant {
+        Tenant::Replay(replay) => replay,
+        Tenant::Cortex(cortex) => {
+            return run_remote(&cortex, text, timeframe, args.limit, args.json);
+        }
+    };
     let started = std::time::Instant::now();
     let table = match replay.query(&text, timeframe.as_ref()) {
         Ok(table) => table,
@@ -251,6 +260,85 @@ fn run_query(args: RunArgs) -> anyhow::Result<i32> {
     }
     out.flush()?;
     Ok(0)
+}
+
+/// Runs a query on a Cortex XDR tenant and prints its rows; the client validates it
+/// first, so a query that could write never leaves the machine.
+fn run_remote(
+    cortex: &CortexXdr,
+    text: String,
+    timeframe: Option<Timeframe>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut request = XqlRequest::new(text);
+    request.timeframe = timeframe;
+    let started = std::time::Instant::now();
+    let result = match runtime.block_on(cortex.run_xql(&request)) {
+        Ok(result) => result,
+        Err(err @ XdrError::QueryRefused { .. }) => {
+            eprintln!("error: {err}");
+            return Ok(3);
+        }
+        Err(err @ XdrError::XqlParse { .. }) => {
+            eprintln!("error: {err}");
+            return Ok(1);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let elapsed = started.elapsed();
+    let mut out = io::stdout().lock();
+    if json {
+        for row in result.rows.iter().take(limit) {
+            serde_json::to_writer(&mut out, row)?;
+            writeln!(out)?;
+        }
+    } else {
+        let table = rows_table(&result.rows);
+        write_table(&mut out, &table, limit)?;
+        writeln!(
+            out,
+            "({} rows from {} in {:.1} ms)",
+            result.rows.len(),
+            cortex.api_root(),
+            elapsed.as_secs_f64() * 1000.0
+        )?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+/// Rows of a tenant's answer as a table, columns in order of first appearance.
+fn rows_table(rows: &[crate::xdr::Row]) -> Table {
+    let mut names: Vec<String> = Vec::new();
+    for row in rows {
+        for name in row.keys() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    let columns = names
+        .iter()
+        .map(|name| {
+            let values = rows
+                .iter()
+                .map(|row| match row.get(name) {
+                    None | Some(serde_json::Value::Null) => Value::Null,
+                    Some(serde_json::Value::String(text)) => Value::str(text),
+                    Some(serde_json::Value::Bool(b)) => Value::Bool(*b),
+                    Some(serde_json::Value::Number(n)) => n
+                        .as_i64()
+                        .map(Value::Int)
+                        .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN))),
+                    Some(other) => Value::str(&other.to_string()),
+                })
+                .collect();
+            std::sync::Arc::new(Column::from_values(values))
+        })
+        .collect();
+    Table::new(names, columns)
 }
 
 /// A plain text table: a header, then one line a row, columns padded to their width.

@@ -312,6 +312,11 @@ impl CortexXdr {
         Ok(client)
     }
 
+    /// `<base>/public_api/v1/`, where every call goes.
+    pub fn api_root(&self) -> &str {
+        &self.api_root
+    }
+
     /// Sends one call, retrying as the policy allows, and returns the answer's body.
     async fn send<B: Serialize + ?Sized>(
         &self,

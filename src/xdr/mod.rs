@@ -12,6 +12,7 @@
 //! sent, and the replay tenant runs them locally) and on `ingest` (the replay tenant
 //! loads flow files).
 
+pub mod connect;
 pub mod cortex;
 pub mod error;
 pub mod flows;
