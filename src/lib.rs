@@ -7,13 +7,17 @@
 //! - `ingest`: Zeek `conn.log` and inventory readers, and the fleet simulator.
 //! - `baseline`: feature windows, detectors, explanations and risk.
 //! - `xdr`: the Cortex XDR boundary: the `Xdr` trait, its wire types and the REST client.
+//! - `store`: SQLite or PostgreSQL: proposals, decisions, executions, audit, jobs.
+//! - `audit`: the hash-chained audit trail on top of `store`.
 //! - `cli`: the command-line front end; thin glue over the modules above.
 
+pub mod audit;
 pub mod baseline;
 pub mod cli;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;
+pub mod store;
 pub mod timefmt;
 pub mod xdr;
 pub mod xql;

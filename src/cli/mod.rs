@@ -1,6 +1,7 @@
 //! The command-line front end. Each command lives in its own file, parses nothing
 //! itself beyond its flags, and calls into the library; `main.rs` only dispatches.
 
+mod audit;
 mod demo;
 mod detect;
 mod ingest;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub use audit::AuditArgs;
 pub use detect::DetectArgs;
 pub use ingest::IngestArgs;
 pub use replay::{DataDirArg, ReplayArgs};
@@ -48,6 +50,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Serve the replay tenant over the Cortex XDR public API.
     XdrSim(XdrSimArgs),
+    /// Verify or export the audit trail.
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,5 +74,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Xql(args) => xql::run(args),
         Command::Replay(args) => replay::run(args),
         Command::XdrSim(args) => xdr_sim::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }
