@@ -9,8 +9,10 @@
 //! - `xdr`: the Cortex XDR boundary: the `Xdr` trait, its wire types and the REST client.
 //! - `store`: SQLite or PostgreSQL: proposals, decisions, executions, audit, jobs.
 //! - `audit`: the hash-chained audit trail on top of `store`.
+//! - `actions`: typed actions, the approval gate and policy, executors.
 //! - `cli`: the command-line front end; thin glue over the modules above.
 
+pub mod actions;
 pub mod audit;
 pub mod baseline;
 pub mod cli;

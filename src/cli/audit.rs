@@ -27,7 +27,7 @@ pub struct DatabaseArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
     /// `postgres://...` or `sqlite:...`; without it, `<data_dir>/pivotwatch.db`.
-    #[arg(long, env = "PIVOTWATCH_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PIVOTWATCH_DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
 }
 

@@ -5,6 +5,7 @@ mod audit;
 mod demo;
 mod detect;
 mod ingest;
+mod proposals;
 mod replay;
 mod simulate;
 mod xdr_sim;
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 pub use audit::AuditArgs;
 pub use detect::DetectArgs;
 pub use ingest::IngestArgs;
+pub use proposals::ProposalsArgs;
 pub use replay::{DataDirArg, ReplayArgs};
 pub use simulate::SimulateArgs;
 pub use xdr_sim::XdrSimArgs;
@@ -52,6 +54,8 @@ pub enum Command {
     XdrSim(XdrSimArgs),
     /// Verify or export the audit trail.
     Audit(AuditArgs),
+    /// Propose, approve, reject and execute side-effecting actions.
+    Proposals(ProposalsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,5 +79,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Replay(args) => replay::run(args),
         Command::XdrSim(args) => xdr_sim::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Proposals(args) => proposals::run(args),
     }
 }

@@ -24,7 +24,7 @@ pub enum ReplayCommand {
 #[derive(Clone, Debug, clap::Args)]
 pub struct DataDirArg {
     /// Where the embedded defaults keep their files.
-    #[arg(long, env = "PIVOTWATCH_DATA_DIR", default_value = "pivotwatch-data")]
+    #[arg(long, env = "PIVOTWATCH_DATA_DIR", default_value = "pivotwatch-data", global = true)]
     pub data_dir: PathBuf,
 }
 

@@ -1,0 +1,65 @@
+//! Test databases: SQLite in a temporary folder always, PostgreSQL at
+//! `PIVOTWATCH_TEST_DATABASE_URL` when it is set, each in a fresh schema.
+
+#![allow(dead_code, reason = "each test file uses the part it needs")]
+#![allow(clippy::unwrap_used, reason = "a test should stop at the first unexpected error")]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pivotwatch::store::{Backend, Store};
+use sqlx::AssertSqlSafe;
+use tempfile::TempDir;
+
+/// A store to test against, and what keeps it alive.
+pub struct Db {
+    pub store: Store,
+    pub _dir: Option<TempDir>,
+    /// The PostgreSQL schema to drop afterwards.
+    pub schema: Option<String>,
+}
+
+impl Db {
+    pub fn name(&self) -> &'static str {
+        match self.store.backend() {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+pub async fn sqlite() -> Db {
+    let dir = TempDir::new().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("pw.db").display());
+    Db { store: Store::open(&url).await.unwrap(), _dir: Some(dir), schema: None }
+}
+
+pub async fn postgres(test: &str) -> Option<Db> {
+    let Ok(url) = std::env::var("PIVOTWATCH_TEST_DATABASE_URL") else {
+        eprintln!("{test}: PostgreSQL skipped: PIVOTWATCH_TEST_DATABASE_URL is not set");
+        return None;
+    };
+    static N: AtomicU64 = AtomicU64::new(0);
+    let stamp =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let schema =
+        format!("pw_test_{}_{stamp}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let store = Store::open_in_schema(&url, Some(&schema)).await.unwrap();
+    Some(Db { store, _dir: None, schema: Some(schema) })
+}
+
+pub async fn backends(test: &str) -> Vec<Db> {
+    let mut dbs = vec![sqlite().await];
+    dbs.extend(postgres(test).await);
+    dbs
+}
+
+pub async fn drop_schema(db: &Db) {
+    if let Some(schema) = &db.schema {
+        let sql = format!("DROP SCHEMA \"{schema}\" CASCADE");
+        sqlx::query(AssertSqlSafe(sql)).execute(db.store.pool()).await.unwrap();
+    }
+}
+
+pub async fn exec(db: &Db, sql: &str) {
+    sqlx::query(AssertSqlSafe(sql.to_string())).execute(db.store.pool()).await.unwrap();
+}
