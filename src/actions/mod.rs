@@ -6,8 +6,11 @@
 //! so a code path that executes an unapproved action does not compile.
 
 pub mod gate;
+mod http;
 pub mod kinds;
+mod panos;
 pub mod policy;
+mod servicenow;
 mod xdr;
 
 use std::time::Duration;
@@ -15,8 +18,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use gate::{Approved, Gate, GateError, Outcome, Proposal, State};
+pub use http::Secret;
 pub use kinds::{Action, RiskClass};
+pub use panos::{PanosConfig, PanosExecutor};
 pub use policy::{Policy, Role, User, Users};
+pub use servicenow::{ServiceNowAuth, ServiceNowConfig, ServiceNowExecutor};
 pub use xdr::XdrExecutor;
 
 /// Something that carries out approved actions of some kinds.

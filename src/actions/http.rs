@@ -1,0 +1,47 @@
+//! What the HTTP executors share: a secret that never prints, and how an HTTP answer or
+//! a transport failure becomes an `Outcome`.
+
+use std::fmt;
+
+use super::gate::Outcome;
+
+/// A credential. It prints as `***` in logs, errors and `Debug` output, and the audit
+/// trail redacts fields named like it; only the request that needs it sees the text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A failed answer: 429 and 5xx are worth retrying (the request was not processed or
+/// the target is down); anything else is final.
+pub(crate) fn status_outcome(target: &str, status: u16, message: &str) -> Outcome {
+    let text = format!("{target} answered HTTP {status}: {message}");
+    if status == 429 || status >= 500 { Outcome::Retry(text) } else { Outcome::Failed(text) }
+}
+
+/// A request that got no answer: a timeout or a refused connection is worth retrying.
+pub(crate) fn transport_outcome(target: &str, err: reqwest::Error) -> Outcome {
+    let err = err.without_url();
+    let mut text = format!("{target}: {err}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Outcome::Retry(text)
+}

@@ -1,0 +1,162 @@
+//! Opens ServiceNow incidents through the Table API (`/api/now/table/incident`), with
+//! Basic or OAuth bearer authentication.
+//!
+//! The proposal id travels as `correlation_id`, and every attempt first asks whether an
+//! incident with that id exists, so a retry after a lost answer finds the incident the
+//! first attempt created instead of opening a second one.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::Executor;
+use super::gate::{Approved, Outcome};
+use super::http::{Secret, status_outcome, transport_outcome};
+use super::kinds::Action;
+
+#[derive(Clone, Debug)]
+pub enum ServiceNowAuth {
+    Basic {
+        user: String,
+        password: Secret,
+    },
+    /// An OAuth access token from `/oauth_token.do`.
+    Bearer(Secret),
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceNowConfig {
+    /// `https://<instance>.service-now.com`.
+    pub base_url: String,
+    pub auth: ServiceNowAuth,
+    /// `caller_id` of the incidents pivotwatch opens.
+    pub caller_id: String,
+    pub timeout: Duration,
+}
+
+pub struct ServiceNowExecutor {
+    http: reqwest::Client,
+    config: ServiceNowConfig,
+}
+
+const TARGET: &str = "ServiceNow";
+
+impl ServiceNowExecutor {
+    pub fn new(config: ServiceNowConfig) -> Result<ServiceNowExecutor, String> {
+        let url = reqwest::Url::parse(&config.base_url)
+            .map_err(|err| format!("servicenow.url {:?}: {err}", config.base_url))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err("servicenow.url must be https://<instance>.service-now.com".into());
+        }
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .map_err(|err| format!("servicenow: {err}"))?;
+        Ok(ServiceNowExecutor { http, config })
+    }
+
+    fn url(&self) -> String {
+        format!("{}/api/now/table/incident", self.config.base_url.trim_end_matches('/'))
+    }
+
+    fn request(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let builder = builder.header(reqwest::header::ACCEPT, "application/json");
+        match &self.config.auth {
+            ServiceNowAuth::Basic { user, password } => {
+                builder.basic_auth(user, Some(password.expose()))
+            }
+            ServiceNowAuth::Bearer(token) => builder.bearer_auth(token.expose()),
+        }
+    }
+
+    /// The incident an earlier attempt opened under this key, if any.
+    async fn existing(&self, key: &str) -> Result<Option<Value>, Outcome> {
+        let query = [
+            ("sysparm_query", format!("correlation_id={key}")),
+            ("sysparm_fields", "sys_id,number".to_string()),
+            ("sysparm_limit", "1".to_string()),
+        ];
+        let response = self
+            .request(self.http.get(self.url()).query(&query))
+            .send()
+            .await
+            .map_err(|err| transport_outcome(TARGET, err))?;
+        let (status, body) = read(response).await?;
+        if status != 200 {
+            return Err(status_outcome(TARGET, status, &error_message(&body)));
+        }
+        Ok(body["result"].as_array().and_then(|found| found.first()).cloned())
+    }
+}
+
+async fn read(response: reqwest::Response) -> Result<(u16, Value), Outcome> {
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(|err| transport_outcome(TARGET, err))?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// `{"error": {"message", "detail"}}`, as the Table API reports failures.
+fn error_message(body: &Value) -> String {
+    let message = body["error"]["message"].as_str().unwrap_or("no error message");
+    match body["error"]["detail"].as_str() {
+        Some(detail) if !detail.is_empty() => format!("{message} ({detail})"),
+        _ => message.to_string(),
+    }
+}
+
+#[async_trait]
+impl Executor for ServiceNowExecutor {
+    fn handles(&self, action: &Action) -> bool {
+        matches!(action, Action::ServicenowIncident { .. })
+    }
+
+    async fn execute(&self, approved: &Approved) -> Outcome {
+        let Action::ServicenowIncident {
+            short_description,
+            description,
+            urgency,
+            impact,
+            assignment_group,
+        } = approved.action()
+        else {
+            return Outcome::Failed("not a ServiceNow incident".into());
+        };
+        let key = approved.key();
+        match self.existing(key).await {
+            Ok(Some(found)) => {
+                return Outcome::Succeeded(json!({"sys_id": found["sys_id"],
+                    "number": found["number"], "already_open": true}));
+            }
+            Ok(None) => {}
+            Err(outcome) => return outcome,
+        }
+        let mut body = json!({
+            "short_description": short_description,
+            "description": format!("{description}\n\nApproved by {}.", approved.approvers().join(", ")),
+            "urgency": urgency.to_string(),
+            "impact": impact.to_string(),
+            "caller_id": self.config.caller_id,
+            "correlation_id": key,
+            "category": "network",
+        });
+        if let Some(group) = assignment_group {
+            body["assignment_group"] = json!(group);
+        }
+        let response = match self
+            .request(self.http.post(self.url()).query(&[("sysparm_input_display_value", "true")]))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(err) => return transport_outcome(TARGET, err),
+        };
+        match read(response).await {
+            Ok((201 | 200, created)) => Outcome::Succeeded(json!({
+                "sys_id": created["result"]["sys_id"], "number": created["result"]["number"]})),
+            Ok((status, failed)) => status_outcome(TARGET, status, &error_message(&failed)),
+            Err(outcome) => outcome,
+        }
+    }
+}

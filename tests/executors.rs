@@ -1,0 +1,293 @@
+//! The ServiceNow and PAN-OS executors against local servers that speak the vendors'
+//! formats: exact request bodies and headers, the failure paths (401, 429, 500,
+//! silence), one effect per proposal however often it is retried, and no credential in
+//! the audit trail.
+
+#![allow(clippy::unwrap_used, reason = "a test should stop at the first unexpected error")]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use pivotwatch::actions::{
+    Action, Executor, Gate, Outcome, PanosConfig, PanosExecutor, Policy, Secret, ServiceNowAuth,
+    ServiceNowConfig, ServiceNowExecutor, State, Users, run_approved,
+};
+use pivotwatch::audit::{self, Actor};
+use pivotwatch::store::now_ms;
+
+mod common;
+use common::sqlite;
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/integrations");
+const PASSWORD: &str = "sn0w-Pa55word-for-tests";
+const PAN_KEY: &str = "LUFRPT1EXAMPLEONLYnotARealKey=";
+const USERS: &str = "[[user]]\nname = \"bea\"\nroles = [\"approver\"]\n";
+
+#[derive(Clone)]
+struct Seen {
+    method: Method,
+    uri: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// A scripted vendor: answers from a queue (then the default), records every request.
+struct Vendor {
+    script: Mutex<VecDeque<(u16, String)>>,
+    default: (u16, String),
+    seen: Mutex<Vec<Seen>>,
+}
+
+async fn handle(
+    AxState(vendor): AxState<Arc<Vendor>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    vendor.seen.lock().unwrap().push(Seen { method, uri: uri.to_string(), headers, body });
+    let (status, text) =
+        vendor.script.lock().unwrap().pop_front().unwrap_or_else(|| vendor.default.clone());
+    if status == 0 {
+        // Silence: never answer within the client's timeout.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    (StatusCode::from_u16(status.max(200)).unwrap(), text).into_response()
+}
+
+async fn serve_vendor(default: (u16, String), script: Vec<(u16, String)>) -> (Arc<Vendor>, String) {
+    let vendor = Arc::new(Vendor {
+        script: Mutex::new(script.into()),
+        default,
+        seen: Mutex::new(Vec::new()),
+    });
+    let app = Router::new().fallback(handle).with_state(Arc::clone(&vendor));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (vendor, format!("http://{addr}"))
+}
+
+fn sample(path: &str) -> String {
+    std::fs::read_to_string(format!("{DATA}/{path}")).unwrap()
+}
+
+fn servicenow(base_url: &str) -> ServiceNowExecutor {
+    ServiceNowExecutor::new(ServiceNowConfig {
+        base_url: base_url.into(),
+        auth: ServiceNowAuth::Basic {
+            user: "svc.pivotwatch".into(),
+            password: Secret::new(PASSWORD),
+        },
+        caller_id: "soc.copilot".into(),
+        timeout: Duration::from_millis(500),
+    })
+    .unwrap()
+}
+
+fn incident() -> Action {
+    let request: Value = serde_json::from_str(&sample(
+        "servicenow/table_api_create_incident_request.synthetic.json",
+    ))
+    .unwrap();
+    Action::from_parts(
+        "servicenow_incident",
+        json!({"short_description": request["short_description"],
+               "description": "DAG tag registered on fw-dc1 (timeout 3600s).",
+               "urgency": 2, "impact": 2, "assignment_group": request["assignment_group"]}),
+    )
+    .unwrap()
+}
+
+/// Proposes and approves `action`; returns the gate and the proposal id.
+async fn approved(db: &common::Db, action: Action) -> (Gate, String) {
+    let gate = Gate::new(db.store.clone(), Policy::default(), Users::parse(USERS).unwrap());
+    let p = gate.propose(action, &Actor::Agent, "test").await.unwrap().unwrap();
+    gate.approve(&p.id, "bea", "ok").await.unwrap();
+    (gate, p.id)
+}
+
+/// Runs due executions now, with retries made due at once.
+async fn run(db: &common::Db, gate: &Gate, executor: &dyn Executor) {
+    sqlx::query("UPDATE jobs SET run_after_ms = 0 WHERE state = 'queued'")
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    run_approved(gate, &[executor], "test", Duration::from_secs(60)).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_incident_is_opened_once_with_the_documented_body() {
+    let db = sqlite().await;
+    let created = sample("servicenow/table_api_create_incident_response.json");
+    let none = json!({"result": []}).to_string();
+    // Lookup finds nothing; the create times out (the incident may or may not exist);
+    // the retry's lookup finds it and opens nothing more.
+    let found = json!({"result": [{"sys_id": "abc123", "number": "INC0010007"}]}).to_string();
+    let (vendor, url) = serve_vendor(
+        (500, "{}".into()),
+        vec![(200, none.clone()), (0, String::new()), (200, found)],
+    )
+    .await;
+    let executor = servicenow(&url);
+    let (gate, id) = approved(&db, incident()).await;
+
+    run(&db, &gate, &executor).await;
+    assert_eq!(gate.get(&id).await.unwrap().state, State::Executing, "a timeout is retried");
+    run(&db, &gate, &executor).await;
+    assert_eq!(gate.get(&id).await.unwrap().state, State::Succeeded);
+
+    let seen = vendor.seen.lock().unwrap().clone();
+    let posts: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::POST).collect();
+    assert_eq!(posts.len(), 1, "one create, however often the action ran");
+    let body: Value = serde_json::from_slice(&posts[0].body).unwrap();
+    let expected: Value = serde_json::from_str(&sample(
+        "servicenow/table_api_create_incident_request.synthetic.json",
+    ))
+    .unwrap();
+    for field in
+        ["short_description", "urgency", "impact", "assignment_group", "caller_id", "category"]
+    {
+        assert_eq!(body[field], expected[field], "{field}");
+    }
+    assert_eq!(body["correlation_id"], id.as_str());
+    assert!(posts[0].uri.starts_with("/api/now/table/incident"), "{}", posts[0].uri);
+    let auth = posts[0].headers["authorization"].to_str().unwrap();
+    assert!(auth.starts_with("Basic "), "{auth}");
+    assert_eq!(posts[0].headers["accept"], "application/json");
+    let lookups: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::GET).collect();
+    assert_eq!(lookups.len(), 2);
+    assert!(lookups[1].uri.contains(&format!("correlation_id%3D{id}")), "{}", lookups[1].uri);
+
+    // With a fresh vendor that answers the create, the record comes back with its number.
+    let (_, url) = serve_vendor((201, created), vec![(200, none)]).await;
+    let (gate2, id2) = approved(&db, incident()).await;
+    run(&db, &gate2, &servicenow(&url)).await;
+    assert_eq!(gate2.get(&id2).await.unwrap().state, State::Succeeded);
+    let exported = serde_json::to_string(&audit::export(&db.store, 0).await.unwrap()).unwrap();
+    assert!(exported.contains("INC0010007"), "the execution record names the incident");
+    assert!(!exported.contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn refusals_are_final_and_overload_is_retried() {
+    let db = sqlite().await;
+    let unauthorized = sample("servicenow/table_api_error_401.synthetic.json");
+    let (_, url) = serve_vendor((401, unauthorized), vec![]).await;
+    let (gate, id) = approved(&db, incident()).await;
+    run(&db, &gate, &servicenow(&url)).await;
+    let p = gate.get(&id).await.unwrap();
+    assert_eq!(p.state, State::Failed);
+    let detail: String = sqlx::query_scalar("SELECT detail FROM executions WHERE proposal_id = $1")
+        .bind(&id)
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert!(detail.contains("User Not Authenticated"), "{detail}");
+
+    for status in [429, 500, 503] {
+        let (vendor, url) = serve_vendor((status, "{}".into()), vec![]).await;
+        let (gate, id) = approved(&db, incident()).await;
+        let executor = servicenow(&url);
+        run(&db, &gate, &executor).await;
+        run(&db, &gate, &executor).await;
+        assert_eq!(gate.get(&id).await.unwrap().state, State::Executing, "HTTP {status}");
+        // Each run looked the incident up once and got the overload answer: nothing
+        // was created.
+        assert!(vendor.seen.lock().unwrap().iter().all(|s| s.method == Method::GET));
+    }
+}
+
+fn panos(base_url: &str) -> PanosExecutor {
+    PanosExecutor::new(PanosConfig {
+        base_url: base_url.into(),
+        api_key: Secret::new(PAN_KEY),
+        vsys: Some("vsys1".into()),
+        target: None,
+        timeout: Duration::from_millis(500),
+    })
+    .unwrap()
+}
+
+fn squeeze(xml: &str) -> String {
+    xml.split_whitespace().collect::<Vec<_>>().join("").replace("member", "member ")
+}
+
+#[tokio::test]
+async fn quarantine_and_release_send_the_user_id_messages() {
+    let db = sqlite().await;
+    let success = "<response status=\"success\"><result><uid-response><version>2.0</version>\
+                   <payload><register/></payload></uid-response></result></response>";
+    let (vendor, url) = serve_vendor((200, success.into()), vec![]).await;
+    let executor = panos(&url);
+    let quarantine = Action::from_parts(
+        "quarantine_device",
+        json!({"device_id": "cam-0005", "ip": "10.1.2.3", "tag": "quarantine",
+               "timeout_secs": 3600, "criticality": "medium"}),
+    )
+    .unwrap();
+    let (gate, id) = approved(&db, quarantine).await;
+    run(&db, &gate, &executor).await;
+    assert_eq!(gate.get(&id).await.unwrap().state, State::Succeeded);
+    let release = Action::from_parts(
+        "release_device",
+        json!({"device_id": "cam-0005", "ip": "10.1.2.3", "tag": "quarantine"}),
+    )
+    .unwrap();
+    let (gate, id) = approved(&db, release).await;
+    run(&db, &gate, &executor).await;
+    assert_eq!(gate.get(&id).await.unwrap().state, State::Succeeded);
+
+    let seen = vendor.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    for (request, expected) in seen.iter().zip([
+        "panos/uid_message_register_quarantine.synthetic.xml",
+        "panos/uid_message_unregister_quarantine.synthetic.xml",
+    ]) {
+        assert_eq!(request.uri, "/api/");
+        assert_eq!(request.headers["x-pan-key"], PAN_KEY);
+        let form: Vec<(String, String)> = form_pairs(&request.body);
+        let get = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!(get("type").as_deref(), Some("user-id"));
+        assert_eq!(get("vsys").as_deref(), Some("vsys1"));
+        assert_eq!(squeeze(&get("cmd").unwrap()), squeeze(&sample(expected)), "{expected}");
+        assert!(get("key").is_none(), "the key travels in a header, not the body");
+    }
+    let exported = serde_json::to_string(&audit::export(&db.store, 0).await.unwrap()).unwrap();
+    assert!(!exported.contains(PAN_KEY));
+}
+
+fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+#[tokio::test]
+async fn a_firewall_error_answer_fails_the_action_with_its_message() {
+    let db = sqlite().await;
+    let error = "<response status=\"error\" code=\"403\"><result><msg>Invalid credentials.</msg>\
+                 </result></response>";
+    let (_, url) = serve_vendor((200, error.into()), vec![]).await;
+    let quarantine = Action::from_parts(
+        "quarantine_device",
+        json!({"device_id": "cam-0005", "ip": "10.1.2.3", "tag": "quarantine",
+               "timeout_secs": 60, "criticality": "low"}),
+    )
+    .unwrap();
+    let (gate, id) = approved(&db, quarantine).await;
+    let outcome = {
+        let approved = gate.claim_approved("t", 60_000, now_ms()).await.unwrap().unwrap();
+        let outcome = panos(&url).execute(&approved).await;
+        gate.finish(approved, outcome.clone(), now_ms()).await.unwrap();
+        outcome
+    };
+    assert_eq!(outcome, Outcome::Failed("PAN-OS refused the request: Invalid credentials.".into()));
+    assert_eq!(gate.get(&id).await.unwrap().state, State::Failed);
+}
