@@ -1,4 +1,4 @@
-//! The ServiceNow and PAN-OS executors against local servers that speak the vendors'
+//! The ServiceNow, XSOAR and PAN-OS executors against local servers that speak the vendors'
 //! formats: exact request bodies and headers, the failure paths (401, 429, 500,
 //! silence), one effect per proposal however often it is retried, and no credential in
 //! the audit trail.
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use pivotwatch::actions::{
     Action, Executor, Gate, Outcome, PanosConfig, PanosExecutor, Policy, Secret, ServiceNowAuth,
-    ServiceNowConfig, ServiceNowExecutor, State, Users, run_approved,
+    ServiceNowConfig, ServiceNowExecutor, State, Users, XsoarConfig, XsoarExecutor, run_approved,
 };
 use pivotwatch::audit::{self, Actor};
 use pivotwatch::store::now_ms;
@@ -290,4 +290,69 @@ async fn a_firewall_error_answer_fails_the_action_with_its_message() {
     };
     assert_eq!(outcome, Outcome::Failed("PAN-OS refused the request: Invalid credentials.".into()));
     assert_eq!(gate.get(&id).await.unwrap().state, State::Failed);
+}
+
+fn xsoar(base_url: &str, key_id: Option<&str>) -> XsoarExecutor {
+    XsoarExecutor::new(XsoarConfig {
+        base_url: base_url.into(),
+        api_key: Secret::new(XSOAR_KEY),
+        key_id: key_id.map(str::to_string),
+        timeout: Duration::from_millis(500),
+    })
+    .unwrap()
+}
+
+const XSOAR_KEY: &str = "xsoar-key-0123456789ABCDEF";
+
+#[tokio::test]
+async fn an_xsoar_incident_runs_its_playbook_and_is_opened_once() {
+    let db = sqlite().await;
+    let request: Value =
+        serde_json::from_str(&sample("xsoar/create_incident_request.synthetic.json")).unwrap();
+    let action = Action::from_parts(
+        "xsoar_incident",
+        json!({"name": request["name"], "incident_type": request["type"],
+               "severity": request["severity"], "details": request["details"],
+               "playbook": request["playbookId"]}),
+    )
+    .unwrap();
+    let none = json!({"total": 0, "data": []}).to_string();
+    let created = json!({"id": "77", "investigationId": "77", "playbookId": request["playbookId"],
+                         "version": 1})
+    .to_string();
+    for key_id in [None, Some("12")] {
+        // XSOAR 6, then XSOAR 8 with its key id and path prefix. The first create
+        // answers 502; the retry's search finds nothing and creates.
+        let (vendor, url) = serve_vendor(
+            (200, created.clone()),
+            vec![(200, none.clone()), (502, "bad gateway".into()), (200, none.clone())],
+        )
+        .await;
+        let (gate, id) = approved(&db, action.clone()).await;
+        let executor = xsoar(&url, key_id);
+        run(&db, &gate, &executor).await;
+        run(&db, &gate, &executor).await;
+        assert_eq!(gate.get(&id).await.unwrap().state, State::Succeeded);
+        let seen = vendor.seen.lock().unwrap().clone();
+        let prefix = if key_id.is_some() { "/xsoar/public/v1" } else { "" };
+        let paths: Vec<&str> = seen.iter().map(|s| s.uri.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                format!("{prefix}/incidents/search"),
+                format!("{prefix}/incident"),
+                format!("{prefix}/incidents/search"),
+                format!("{prefix}/incident"),
+            ]
+        );
+        let create: Value = serde_json::from_slice(&seen[3].body).unwrap();
+        for field in ["type", "severity", "playbookId", "createInvestigation"] {
+            assert_eq!(create[field], request[field], "{field}");
+        }
+        assert_eq!(create["name"], format!("{} [{id}]", request["name"].as_str().unwrap()));
+        assert_eq!(seen[3].headers["authorization"], XSOAR_KEY);
+        assert_eq!(seen[3].headers.get("x-xdr-auth-id").map(|v| v.to_str().unwrap()), key_id);
+    }
+    let exported = serde_json::to_string(&audit::export(&db.store, 0).await.unwrap()).unwrap();
+    assert!(!exported.contains(XSOAR_KEY));
 }

@@ -12,6 +12,7 @@ mod panos;
 pub mod policy;
 mod servicenow;
 mod xdr;
+mod xsoar;
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub use panos::{PanosConfig, PanosExecutor};
 pub use policy::{Policy, Role, User, Users};
 pub use servicenow::{ServiceNowAuth, ServiceNowConfig, ServiceNowExecutor};
 pub use xdr::XdrExecutor;
+pub use xsoar::{XsoarConfig, XsoarExecutor};
 
 /// Something that carries out approved actions of some kinds.
 #[async_trait]
