@@ -278,3 +278,51 @@ async fn random_decisions_crashes_and_retries_execute_each_approval_once() {
         drop_schema(&db).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_proposals_and_decisions_loses_and_duplicates_nothing() {
+    for db in backends("a_burst_of_proposals_and_decisions_loses_and_duplicates_nothing").await {
+        let n = if db.store.backend() == pivotwatch::store::Backend::Postgres { 1000 } else { 150 };
+        let gate = std::sync::Arc::new(gate(&db));
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let gate = std::sync::Arc::clone(&gate);
+                tokio::spawn(async move {
+                    let p =
+                        gate.propose(comment(i), &Actor::Agent, "burst").await.unwrap().unwrap();
+                    // Two approvers race on every proposal; one quorum, two decisions.
+                    let (a, b) = tokio::join!(
+                        gate.approve(&p.id, "bea", "x"),
+                        gate.approve(&p.id, "cy", "y")
+                    );
+                    let outcomes: Vec<Result<State, String>> = [a, b]
+                        .into_iter()
+                        .map(|r| r.map(|p| p.state).map_err(|e| e.to_string()))
+                        .collect();
+                    assert!(outcomes.contains(&Ok(State::Approved)), "{outcomes:?}");
+                    p.id
+                })
+            })
+            .collect();
+        let mut ids = std::collections::HashSet::new();
+        for task in tasks {
+            assert!(ids.insert(task.await.unwrap()));
+        }
+        let listed = gate.list(Some(State::Approved)).await.unwrap();
+        assert_eq!(listed.len(), n, "{}", db.name());
+        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE kind = 'execute'")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(jobs, n as i64, "one execution job per approved proposal");
+        let check = audit::verify(&db.store).await.unwrap();
+        assert!(check.ok, "{check:?}");
+        let decisions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM decisions")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+        // Each proposal's record, then one record per decision that was accepted.
+        assert_eq!(check.records, n as i64 + decisions, "{}", db.name());
+        drop_schema(&db).await;
+    }
+}

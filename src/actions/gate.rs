@@ -319,6 +319,9 @@ impl Gate {
         .execute(&mut *tx)
         .await?;
         if locked.rows_affected() == 0 {
+            // Another decision settled it first. Let go of the transaction before reading
+            // again: on SQLite it holds the write lock the other connections wait for.
+            tx.rollback().await?;
             let state = self.get(id).await.map_or("gone", |p| p.state.as_str());
             return Err(GateError::NotPending { id: id.into(), state });
         }
