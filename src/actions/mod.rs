@@ -11,6 +11,7 @@ pub mod kinds;
 mod panos;
 pub mod policy;
 mod servicenow;
+pub mod settings;
 mod xdr;
 mod xsoar;
 

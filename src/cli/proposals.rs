@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::audit::DatabaseArgs;
-use crate::actions::{Action, Gate, Policy, Proposal, State, Users, XdrExecutor, run_approved};
+use crate::actions::{
+    Action, Executor, Gate, Policy, Proposal, State, Users, run_approved, settings,
+};
 use crate::audit::Actor;
 use crate::xdr::connect::TenantSettings;
 
@@ -117,9 +119,11 @@ pub fn run(args: ProposalsArgs) -> anyhow::Result<i32> {
             }
             ProposalsCommand::Run => {
                 let tenant = TenantSettings::from_env().open(&data_dir)?;
-                let xdr = XdrExecutor::new(tenant.xdr());
+                let executors = settings::executors(tenant.xdr(), &settings::from_env)
+                    .map_err(anyhow::Error::msg)?;
+                let executors: Vec<&dyn Executor> = executors.iter().map(|e| e.as_ref()).collect();
                 let worker = format!("cli-{}", std::process::id());
-                let n = run_approved(&gate, &[&xdr], &worker, Duration::from_secs(300)).await?;
+                let n = run_approved(&gate, &executors, &worker, Duration::from_secs(300)).await?;
                 println!("{n} approved proposals attempted on the {}", tenant.describe());
                 Ok(0)
             }
