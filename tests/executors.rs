@@ -213,6 +213,8 @@ fn panos(base_url: &str) -> PanosExecutor {
         vsys: Some("vsys1".into()),
         target: None,
         timeout: Duration::from_millis(500),
+        poll_interval: Duration::from_millis(5),
+        max_wait: Duration::from_secs(5),
     })
     .unwrap()
 }
@@ -355,4 +357,95 @@ async fn an_xsoar_incident_runs_its_playbook_and_is_opened_once() {
     }
     let exported = serde_json::to_string(&audit::export(&db.store, 0).await.unwrap()).unwrap();
     assert!(!exported.contains(XSOAR_KEY));
+}
+
+#[tokio::test]
+async fn a_panorama_change_sets_commits_pushes_and_waits_for_the_jobs() {
+    let db = sqlite().await;
+    let ok = "<response status=\"success\" code=\"20\"><msg>command succeeded</msg></response>";
+    let enqueued =
+        std::fs::read_to_string(format!("{DATA}/panos/commit_enqueued_response.synthetic.xml"))
+            .unwrap();
+    let running = "<response status=\"success\"><result><job><id>4</id><status>ACT</status>\
+                   <result>PEND</result><progress>40</progress></job></result></response>";
+    let finished =
+        std::fs::read_to_string(format!("{DATA}/panos/commit_all_job_status_success.xml")).unwrap();
+    let (vendor, url) = serve_vendor(
+        (200, ok.into()),
+        vec![
+            (200, ok.into()),        // set address object
+            (200, ok.into()),        // set rule
+            (200, enqueued.clone()), // commit to Panorama
+            (200, running.into()),   // job still running
+            (200, finished.clone()), // job done
+            (200, enqueued),         // commit-all
+            (200, finished),         // job done
+        ],
+    )
+    .await;
+    let element =
+        std::fs::read_to_string(format!("{DATA}/panos/security_rule_element.synthetic.xml"))
+            .unwrap();
+    let change = Action::from_parts(
+        "panos_config_change",
+        json!({"target": {"type": "panorama", "device_group": "Lab-Devices"},
+               "sets": [
+                 {"xpath": "/config/devices/entry[@name='localhost.localdomain']/device-group/entry[@name='Lab-Devices']/address", "element": "<entry name=\"pump-0007\"><ip-netmask>10.20.1.17/32</ip-netmask></entry>"},
+                 {"xpath": "/config/devices/entry[@name='localhost.localdomain']/device-group/entry[@name='Lab-Devices']/pre-rulebase/security/rules", "element": element}
+               ]}),
+    )
+    .unwrap();
+    let (gate, id) = approved(&db, change).await;
+    run(&db, &gate, &panos(&url)).await;
+    let detail: Vec<String> = sqlx::query_scalar("SELECT detail FROM executions")
+        .fetch_all(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(gate.get(&id).await.unwrap().state, State::Succeeded, "{detail:?}");
+
+    let seen = vendor.seen.lock().unwrap().clone();
+    let forms: Vec<Vec<(String, String)>> = seen.iter().map(|s| form_pairs(&s.body)).collect();
+    let get = |i: usize, k: &str| forms[i].iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    assert_eq!(forms.len(), 7);
+    assert_eq!(
+        (get(0, "type").unwrap(), get(0, "action").unwrap()),
+        ("config".into(), "set".into())
+    );
+    assert!(get(1, "xpath").unwrap().ends_with("/pre-rulebase/security/rules"));
+    assert_eq!(get(2, "cmd").as_deref(), Some("<commit></commit>"));
+    assert_eq!(get(3, "cmd").as_deref(), Some("<show><jobs><id>4</id></jobs></show>"));
+    assert_eq!(get(5, "action").as_deref(), Some("all"));
+    assert!(get(5, "cmd").unwrap().contains("<entry name=\"Lab-Devices\"/>"));
+}
+
+#[tokio::test]
+async fn a_failed_commit_fails_the_change_with_the_job_result() {
+    let db = sqlite().await;
+    let ok = "<response status=\"success\"><msg>command succeeded</msg></response>";
+    let enqueued =
+        std::fs::read_to_string(format!("{DATA}/panos/commit_enqueued_response.synthetic.xml"))
+            .unwrap();
+    let failed = "<response status=\"success\"><result><job><id>4</id><status>FIN</status>\
+                  <result>FAIL</result><details><line>rule pw-1 references unknown zone</line>\
+                  </details></job></result></response>";
+    let (_, url) = serve_vendor(
+        (200, ok.into()),
+        vec![(200, ok.into()), (200, enqueued), (200, failed.into())],
+    )
+    .await;
+    let change = Action::from_parts(
+        "panos_config_change",
+        json!({"target": {"type": "firewall"},
+               "sets": [{"xpath": "/config/devices/entry/vsys/entry[@name='vsys1']/tag", "element": "<entry name=\"pw\"/>"}]}),
+    )
+    .unwrap();
+    let (gate, id) = approved(&db, change).await;
+    run(&db, &gate, &panos(&url)).await;
+    assert_eq!(gate.get(&id).await.unwrap().state, State::Failed);
+    let detail: String = sqlx::query_scalar("SELECT detail FROM executions WHERE proposal_id = $1")
+        .bind(&id)
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert!(detail.contains("unknown zone"), "{detail}");
 }

@@ -1,9 +1,17 @@
-//! Quarantines and releases devices through the PAN-OS XML API's User-ID request: the
-//! device's address is registered with a tag (with a timeout) that a dynamic address
-//! group matches, and the security policy does the rest. No commit is needed.
+//! The PAN-OS XML API: quarantine and release through the User-ID request, and
+//! configuration changes followed by a commit.
 //!
+//! Quarantine registers the device's address with a tag (with a timeout) that a dynamic
+//! address group matches, and the security policy does the rest; no commit is needed.
 //! Registering a tag that is already registered only renews its timeout, and removing
 //! one that is gone changes nothing, so a retry after a lost answer is harmless.
+//!
+//! A configuration change is a series of `action=set` requests (which merge, so setting
+//! the same element twice leaves one) and then a commit: on a firewall one commit; on
+//! Panorama a commit to Panorama and then a commit-all that pushes the device group to
+//! its firewalls. Each commit's job is polled until it finishes. A retry after a crash
+//! sets the same elements again and finds "no changes to commit", so it succeeds without
+//! a second effect.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -14,7 +22,7 @@ use serde_json::json;
 use super::Executor;
 use super::gate::{Approved, Outcome};
 use super::http::{Secret, status_outcome, transport_outcome};
-use super::kinds::Action;
+use super::kinds::{Action, ConfigSet, PanosTarget};
 
 #[derive(Clone, Debug)]
 pub struct PanosConfig {
@@ -27,6 +35,9 @@ pub struct PanosConfig {
     /// A firewall's serial number, when the request goes through Panorama.
     pub target: Option<String>,
     pub timeout: Duration,
+    /// How often a commit job is polled, and how long it may take in all.
+    pub poll_interval: Duration,
+    pub max_wait: Duration,
 }
 
 pub struct PanosExecutor {
@@ -67,33 +78,119 @@ impl PanosExecutor {
         if let Some(target) = &self.config.target {
             form.push(("target", target.clone()));
         }
+        match self.call(form).await {
+            Ok(_) => Outcome::Succeeded(json!({"response": "success"})),
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Sets every element, commits, and waits for the commit jobs to finish.
+    async fn config_change(&self, target: &PanosTarget, sets: &[ConfigSet]) -> Outcome {
+        for set in sets {
+            let form = vec![
+                ("type", "config".to_string()),
+                ("action", "set".to_string()),
+                ("xpath", set.xpath.clone()),
+                ("element", set.element.clone()),
+            ];
+            if let Err(outcome) = self.call(form).await {
+                return outcome;
+            }
+        }
+        let mut jobs = Vec::new();
+        let commit = vec![("type", "commit".to_string()), ("cmd", "<commit></commit>".to_string())];
+        match self.commit(commit).await {
+            Ok(job) => jobs.extend(job),
+            Err(outcome) => return outcome,
+        }
+        if let PanosTarget::Panorama { device_group } = target {
+            let cmd = format!(
+                "<commit-all><shared-policy><device-group><entry name=\"{device_group}\"/>\
+                 </device-group></shared-policy></commit-all>"
+            );
+            let push =
+                vec![("type", "commit".to_string()), ("action", "all".to_string()), ("cmd", cmd)];
+            match self.commit(push).await {
+                Ok(job) => jobs.extend(job),
+                Err(outcome) => return outcome,
+            }
+        }
+        Outcome::Succeeded(json!({"sets": sets.len(), "commit_jobs": jobs}))
+    }
+
+    /// Starts a commit and waits for its job; `None` when there was nothing to commit.
+    async fn commit(&self, form: Vec<(&'static str, String)>) -> Result<Option<String>, Outcome> {
+        let body = self.call(form).await?;
+        let Some(job) = tag_text(&body, "job") else {
+            // "There are no changes to commit." comes without a job.
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let show = vec![
+                ("type", "op".to_string()),
+                ("cmd", format!("<show><jobs><id>{job}</id></jobs></show>")),
+            ];
+            let status = self.call(show).await?;
+            if tag_text(&status, "status").as_deref() == Some("FIN") {
+                return match tag_text(&status, "result").as_deref() {
+                    Some("OK") => Ok(Some(job)),
+                    _ => Err(Outcome::Failed(format!(
+                        "{TARGET} commit job {job} failed: {}",
+                        message(&status)
+                    ))),
+                };
+            }
+            if started.elapsed() + self.config.poll_interval > self.config.max_wait {
+                return Err(Outcome::Retry(format!(
+                    "{TARGET} commit job {job} had not finished after {} s",
+                    self.config.max_wait.as_secs()
+                )));
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+    }
+
+    /// One XML API request; the answer's body when it says `status="success"`.
+    async fn call(&self, form: Vec<(&'static str, String)>) -> Result<String, Outcome> {
         let url = format!("{}/api/", self.config.base_url.trim_end_matches('/'));
-        let response = match self
+        let response = self
             .http
             .post(url)
             .header("X-PAN-KEY", self.config.api_key.expose())
             .form(&form)
             .send()
             .await
-        {
-            Ok(response) => response,
-            Err(err) => return transport_outcome(TARGET, err),
-        };
+            .map_err(|err| transport_outcome(TARGET, err))?;
         let status = response.status().as_u16();
-        let body = match response.text().await {
-            Ok(body) => body,
-            Err(err) => return transport_outcome(TARGET, err),
-        };
+        let body = response.text().await.map_err(|err| transport_outcome(TARGET, err))?;
         if status != 200 {
-            return status_outcome(TARGET, status, &message(&body));
+            return Err(status_outcome(TARGET, status, &message(&body)));
         }
         if body.contains("status=\"success\"") {
-            Outcome::Succeeded(json!({"response": "success"}))
+            Ok(body)
         } else {
             // An error answer arrives with HTTP 200 and status="error".
-            Outcome::Failed(format!("{TARGET} refused the request: {}", message(&body)))
+            Err(Outcome::Failed(format!("{TARGET} refused the request: {}", message(&body))))
         }
     }
+}
+
+/// The text of the first `<tag>` element that holds text only: in a job answer the
+/// outer `<result>` wraps the job, whose own `<result>` is the one that says OK.
+fn tag_text(body: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut rest = body;
+    while let Some(found) = rest.find(&open) {
+        rest = &rest[found + open.len()..];
+        let end = rest.find(&close)?;
+        let text = rest[..end].trim();
+        if !text.is_empty() && !text.contains('<') {
+            return Some(text.to_string());
+        }
+    }
+    None
 }
 
 /// The text of the first `<msg>` or `<line>` of an XML API answer.
@@ -116,7 +213,12 @@ fn message(body: &str) -> String {
 #[async_trait]
 impl Executor for PanosExecutor {
     fn handles(&self, action: &Action) -> bool {
-        matches!(action, Action::QuarantineDevice { .. } | Action::ReleaseDevice { .. })
+        matches!(
+            action,
+            Action::QuarantineDevice { .. }
+                | Action::ReleaseDevice { .. }
+                | Action::PanosConfigChange { .. }
+        )
     }
 
     async fn execute(&self, approved: &Approved) -> Outcome {
@@ -127,6 +229,7 @@ impl Executor for PanosExecutor {
             Action::ReleaseDevice { ip, tag, .. } => {
                 self.user_id(uid_message(*ip, tag, None)).await
             }
+            Action::PanosConfigChange { target, sets } => self.config_change(target, sets).await,
             other => {
                 Outcome::Failed(format!("the PAN-OS executor does not carry out {}", other.kind()))
             }

@@ -73,6 +73,8 @@ pub fn executors(xdr: Arc<dyn Xdr>, get: Lookup<'_>) -> Result<Vec<Box<dyn Execu
             vsys: get("panos.vsys"),
             target: get("panos.target"),
             timeout: TIMEOUT,
+            poll_interval: Duration::from_secs(5),
+            max_wait: Duration::from_secs(900),
         })?));
     }
     Ok(executors)
