@@ -326,3 +326,75 @@ async fn a_burst_of_proposals_and_decisions_loses_and_duplicates_nothing() {
         drop_schema(&db).await;
     }
 }
+
+#[tokio::test]
+async fn standing_approvals_cover_what_they_name_and_containment_only_in_contain() {
+    for db in
+        backends("standing_approvals_cover_what_they_name_and_containment_only_in_contain").await
+    {
+        let gate = gate(&db);
+        // Comments may post without asking, once an approver has said so.
+        let before = gate.propose(comment(1), &Actor::System, "").await.unwrap().unwrap();
+        assert_eq!(before.state, State::Proposed);
+        assert!(matches!(
+            gate.grant_standing("xdr_case_comment", &[], "ana", "").await,
+            Err(GateError::NotAllowed { .. })
+        ));
+        let standing =
+            gate.grant_standing("xdr_case_comment", &[], "bea", "routine").await.unwrap();
+        let after = gate.propose(comment(2), &Actor::System, "").await.unwrap().unwrap();
+        assert_eq!(after.state, State::Approved);
+        assert_eq!(after.approvals, vec![format!("standing:{standing}")]);
+        // The grantor's own proposals are not approved by her standing approval.
+        let own = gate.propose(comment(3), &Actor::User("bea".into()), "").await.unwrap().unwrap();
+        assert_eq!(own.state, State::Proposed);
+
+        // Containment needs an admin, named devices, and the contain phase.
+        assert!(
+            gate.grant_standing("quarantine_device", &["pump-*".into()], "bea", "").await.is_err()
+        );
+        assert!(gate.grant_standing("quarantine_device", &[], "dee", "").await.is_err());
+        gate.grant_standing("quarantine_device", &["pump-*".into()], "dee", "playbook")
+            .await
+            .unwrap();
+        let waits = gate.propose(quarantine("high"), &Actor::Agent, "").await.unwrap().unwrap();
+        assert_eq!(waits.state, State::Proposed, "recommend phase: containment still waits");
+        assert!(matches!(
+            gate.set_phase("bea", pivotwatch::actions::policy::Phase::Contain, "").await,
+            Err(GateError::NotAllowed { .. })
+        ));
+        gate.set_phase("dee", pivotwatch::actions::policy::Phase::Contain, "pilot on pumps")
+            .await
+            .unwrap();
+        let runs = gate.propose(quarantine("high"), &Actor::Agent, "").await.unwrap().unwrap();
+        assert_eq!(runs.state, State::Approved);
+        let other = Action::from_parts(
+            "quarantine_device",
+            json!({"device_id": "cam-0001", "ip": "10.41.1.10", "tag": "pw-quarantine",
+                   "timeout_secs": 600, "criticality": "low"}),
+        )
+        .unwrap();
+        assert_eq!(
+            gate.propose(other, &Actor::Agent, "").await.unwrap().unwrap().state,
+            State::Proposed
+        );
+
+        // Revoked, it covers nothing more, and a queued execution it approved no longer runs.
+        gate.revoke_standing(&standing, "bea").await.unwrap();
+        let later = gate.propose(comment(4), &Actor::System, "").await.unwrap().unwrap();
+        assert_eq!(later.state, State::Proposed);
+        let target = Target::default();
+        run_approved(&gate, &[&target], "w", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(gate.get(&after.id).await.unwrap().state, State::Failed);
+        assert_eq!(gate.get(&runs.id).await.unwrap().state, State::Succeeded);
+
+        let records = audit::export(&db.store, 0).await.unwrap();
+        assert!(
+            records.iter().any(|r| r.kind == "config"
+                && r.actor == "user:dee"
+                && r.payload["to"] == "contain")
+        );
+        assert!(audit::verify(&db.store).await.unwrap().ok);
+        drop_schema(&db).await;
+    }
+}

@@ -93,5 +93,8 @@ fn a_comment_is_proposed_approved_and_posted_once() {
     assert!(comments[0]["comment"].as_str().unwrap().contains("opened SSH"));
     let listed = ok(pw(dir.path(), &["proposals", "list", "--state", "succeeded"]));
     assert!(listed.contains(&id), "{listed}");
+    assert!(ok(pw(dir.path(), &["proposals", "phase"])).starts_with("recommend"));
+    let refused = pw(dir.path(), &["proposals", "phase", "contain", "--as", "bea"]);
+    assert!(!refused.status.success(), "only an admin changes the phase");
     assert!(ok(pw(dir.path(), &["audit", "verify"])).contains("holds"));
 }

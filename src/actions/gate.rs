@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Row};
 use thiserror::Error;
 
-use super::kinds::Action;
-use super::policy::{Phase, Policy, Users};
+use super::kinds::{Action, RiskClass, risk_of};
+use super::policy::{Phase, Policy, Role, Users};
 use crate::audit::{self, Actor, Kind};
 use crate::store::{Store, StoreError, now_ms};
 
@@ -174,7 +174,8 @@ impl Gate {
         reason: &str,
     ) -> Result<Option<Proposal>, GateError> {
         action.validate().map_err(GateError::Invalid)?;
-        if self.policy.phase == Phase::Monitor {
+        let phase = self.phase().await?;
+        if phase == Phase::Monitor {
             return Ok(None);
         }
         if let Actor::User(name) = proposer {
@@ -208,7 +209,205 @@ impl Gate {
                    "risk": action.risk(), "reason": reason}),
         )
         .await?;
+        if let Some(standing) = self.covering_standing(&action, phase, proposer).await? {
+            self.approve_by_standing(&id, &standing).await?;
+        }
         self.get(&id).await.map(Some)
+    }
+
+    /// The rollout phase in force: the last one an admin set, else the policy file's.
+    pub async fn phase(&self) -> Result<Phase, GateError> {
+        let set: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'phase'")
+                .fetch_optional(self.store.pool())
+                .await?;
+        match set {
+            Some(text) => Phase::parse(&text).map_err(|e| GateError::Store(StoreError::Corrupt(e))),
+            None => Ok(self.policy.phase),
+        }
+    }
+
+    /// Changes the rollout phase; only an admin may, and the change is audited.
+    pub async fn set_phase(&self, user: &str, phase: Phase, reason: &str) -> Result<(), GateError> {
+        self.require_admin(user)?;
+        let before = self.phase().await?;
+        sqlx::query(
+            "INSERT INTO settings (name, value, set_by, at_ms) VALUES ('phase', $1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET value = $1, set_by = $2, at_ms = $3",
+        )
+        .bind(phase.as_str())
+        .bind(user)
+        .bind(now_ms())
+        .execute(self.store.pool())
+        .await?;
+        audit::append(
+            &self.store,
+            &Actor::User(user.into()),
+            Kind::Config,
+            json!({"setting": "phase", "from": before.as_str(), "to": phase.as_str(),
+                   "reason": reason}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn require_admin(&self, user: &str) -> Result<(), GateError> {
+        let person = self.users.get(user).ok_or_else(|| GateError::UnknownUser(user.into()))?;
+        if !person.roles.contains(&Role::Admin) {
+            return Err(GateError::NotAllowed {
+                user: user.into(),
+                kind: "this setting".into(),
+                roles: "[admin]".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records `user`'s standing approval of `kind`: later proposals of that kind (for
+    /// high-risk kinds, on the named devices and only in the `contain` phase) are
+    /// approved without asking. `devices` are device or endpoint ids, or prefixes ending
+    /// in `*`; a high-risk kind needs at least one, and only an admin may grant it.
+    pub async fn grant_standing(
+        &self,
+        kind: &str,
+        devices: &[String],
+        user: &str,
+        reason: &str,
+    ) -> Result<String, GateError> {
+        let person = self.users.get(user).ok_or_else(|| GateError::UnknownUser(user.into()))?;
+        let rule = self
+            .policy
+            .kinds
+            .get(kind)
+            .ok_or_else(|| GateError::Invalid(format!("unknown action kind `{kind}`")))?;
+        if !person.roles.iter().any(|role| rule.approver_roles.contains(role)) {
+            return Err(GateError::NotAllowed {
+                user: user.into(),
+                kind: kind.into(),
+                roles: format!("{:?}", rule.approver_roles).to_ascii_lowercase(),
+            });
+        }
+        if risk_of(kind) == Some(RiskClass::High) {
+            self.require_admin(user)?;
+            if devices.is_empty() {
+                return Err(GateError::Invalid(format!(
+                    "a standing approval of {kind} must name the devices it covers"
+                )));
+            }
+        }
+        let id = format!("s-{}", &new_id()[2..]);
+        sqlx::query(
+            "INSERT INTO standing_approvals (id, kind, devices, granted_by, reason, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(kind)
+        .bind(json!(devices).to_string())
+        .bind(user)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(self.store.pool())
+        .await?;
+        audit::append(
+            &self.store,
+            &Actor::User(user.into()),
+            Kind::Decision,
+            json!({"standing_approval": id, "kind": kind, "devices": devices, "reason": reason}),
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// Ends a standing approval; its grantor or an admin may.
+    pub async fn revoke_standing(&self, id: &str, user: &str) -> Result<(), GateError> {
+        let grantor: Option<String> =
+            sqlx::query_scalar("SELECT granted_by FROM standing_approvals WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.store.pool())
+                .await?;
+        let grantor = grantor.ok_or_else(|| GateError::NotFound(id.into()))?;
+        if grantor != user {
+            self.require_admin(user)?;
+        }
+        sqlx::query("UPDATE standing_approvals SET revoked_at_ms = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(self.store.pool())
+            .await?;
+        audit::append(
+            &self.store,
+            &Actor::User(user.into()),
+            Kind::Decision,
+            json!({"standing_approval": id, "decision": "revoke"}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A live standing approval that covers `action` in `phase`, if any.
+    async fn covering_standing(
+        &self,
+        action: &Action,
+        phase: Phase,
+        proposer: &Actor,
+    ) -> Result<Option<String>, GateError> {
+        let high = action.risk() == RiskClass::High;
+        if high && phase != Phase::Contain {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT id, devices, granted_by FROM standing_approvals \
+             WHERE kind = $1 AND revoked_at_ms IS NULL ORDER BY at_ms",
+        )
+        .bind(action.kind())
+        .fetch_all(self.store.pool())
+        .await?;
+        for row in rows {
+            let id: String = row.try_get(0)?;
+            let devices: String = row.try_get(1)?;
+            let grantor: String = row.try_get(2)?;
+            let devices: Vec<String> = serde_json::from_str(&devices).unwrap_or_default();
+            if Actor::User(grantor.clone()).to_string() == proposer.to_string() {
+                continue;
+            }
+            let granted_by_allowed = self.users.get(&grantor).is_some_and(|u| {
+                self.policy.may_approve(u, action) && (!high || u.roles.contains(&Role::Admin))
+            });
+            if granted_by_allowed && covers(&devices, action.subject(), high) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn approve_by_standing(&self, id: &str, standing: &str) -> Result<(), GateError> {
+        let now = now_ms();
+        let mut tx = self.store.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO decisions (proposal_id, actor, decision, reason, at_ms) \
+             VALUES ($1, $2, 'approve', 'standing approval', $3)",
+        )
+        .bind(id)
+        .bind(format!("standing:{standing}"))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE proposals SET state = 'approved', updated_at_ms = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        queue_execution(&mut tx, id, now).await?;
+        tx.commit().await?;
+        audit::append(
+            &self.store,
+            &Actor::System,
+            Kind::Decision,
+            json!({"proposal": id, "decision": "approve", "standing_approval": standing,
+                   "notify": true}),
+        )
+        .await?;
+        Ok(())
     }
 
     pub async fn get(&self, id: &str) -> Result<Proposal, GateError> {
@@ -360,17 +559,7 @@ impl Gate {
                 .await?;
         }
         if new_state == Some(State::Approved) {
-            sqlx::query(
-                "INSERT INTO jobs (kind, payload, state, run_after_ms, dedupe_key, created_at_ms) \
-                 VALUES ($1, $2, 'queued', $3, $4, $5) ON CONFLICT (dedupe_key) DO NOTHING",
-            )
-            .bind(EXECUTE_JOB)
-            .bind(json!({"proposal": id}).to_string())
-            .bind(now)
-            .bind(format!("execute:{id}"))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            queue_execution(&mut tx, id, now).await?;
         }
         tx.commit().await?;
         audit::append(
@@ -427,7 +616,7 @@ impl Gate {
             let id = job.payload["proposal"].as_str().unwrap_or_default().to_string();
             let proposal = self.get(&id).await?;
             let qualifies = matches!(proposal.state, State::Approved | State::Executing)
-                && self.quorum_holds(&proposal);
+                && self.quorum_holds(&proposal).await?;
             if !qualifies {
                 self.store.complete(job.id, worker).await?;
                 if proposal.state == State::Approved {
@@ -448,8 +637,18 @@ impl Gate {
     }
 
     /// Distinct approvers, none of them the proposer, each allowed by the policy, at
-    /// least as many as it asks for.
-    fn quorum_holds(&self, proposal: &Proposal) -> bool {
+    /// least as many as it asks for; or a standing approval that still covers it.
+    async fn quorum_holds(&self, proposal: &Proposal) -> Result<bool, GateError> {
+        if proposal.approvals.iter().any(|a| a.starts_with("standing:")) {
+            let phase = self.phase().await?;
+            let proposer = proposal.proposer.clone();
+            let actor = match proposer.strip_prefix("user:") {
+                Some(name) => Actor::User(name.into()),
+                None if proposer == "agent" => Actor::Agent,
+                None => Actor::System,
+            };
+            return Ok(self.covering_standing(&proposal.action, phase, &actor).await?.is_some());
+        }
         let mut distinct: Vec<&String> = proposal.approvals.iter().collect();
         distinct.sort();
         distinct.dedup();
@@ -460,7 +659,7 @@ impl Gate {
                 self.users.get(name).is_some_and(|u| self.policy.may_approve(u, &proposal.action))
             })
             .count();
-        valid >= proposal.needed as usize
+        Ok(valid >= proposal.needed as usize)
     }
 
     async fn set_state(&self, id: &str, state: State) -> Result<(), GateError> {
@@ -524,6 +723,38 @@ impl Gate {
         .await?;
         Ok(state)
     }
+}
+
+/// Whether a standing approval's device list covers the action's subject. An empty list
+/// covers any action of a low- or medium-risk kind, never a high-risk one.
+fn covers(devices: &[String], subject: Option<&str>, high: bool) -> bool {
+    if devices.is_empty() {
+        return !high;
+    }
+    let Some(subject) = subject else { return false };
+    devices.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => subject.starts_with(prefix),
+        None => subject == pattern,
+    })
+}
+
+async fn queue_execution(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    now: i64,
+) -> Result<(), GateError> {
+    sqlx::query(
+        "INSERT INTO jobs (kind, payload, state, run_after_ms, dedupe_key, created_at_ms) \
+         VALUES ($1, $2, 'queued', $3, $4, $5) ON CONFLICT (dedupe_key) DO NOTHING",
+    )
+    .bind(EXECUTE_JOB)
+    .bind(json!({"proposal": id}).to_string())
+    .bind(now)
+    .bind(format!("execute:{id}"))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// A proposal id: `p-` and 16 hex digits of randomness.

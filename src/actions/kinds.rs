@@ -113,6 +113,19 @@ pub const KINDS: [&str; 9] = [
     "panos_config_change",
 ];
 
+/// The risk class of a kind, by name.
+pub fn risk_of(kind: &str) -> Option<RiskClass> {
+    Some(match kind {
+        "servicenow_incident" | "xdr_case_comment" => RiskClass::Low,
+        "xsoar_incident" | "xdr_custom_alert" | "release_device" => RiskClass::Medium,
+        "quarantine_device"
+        | "xdr_isolate_endpoint"
+        | "xdr_unisolate_endpoint"
+        | "panos_config_change" => RiskClass::High,
+        _ => return None,
+    })
+}
+
 impl Action {
     pub fn kind(&self) -> &'static str {
         match self {
@@ -129,22 +142,24 @@ impl Action {
     }
 
     pub fn risk(&self) -> RiskClass {
-        match self {
-            Action::ServicenowIncident { .. } | Action::XdrCaseComment { .. } => RiskClass::Low,
-            Action::XsoarIncident { .. }
-            | Action::XdrCustomAlert { .. }
-            | Action::ReleaseDevice { .. } => RiskClass::Medium,
-            Action::QuarantineDevice { .. }
-            | Action::XdrIsolateEndpoint { .. }
-            | Action::XdrUnisolateEndpoint { .. }
-            | Action::PanosConfigChange { .. } => RiskClass::High,
-        }
+        risk_of(self.kind()).unwrap_or(RiskClass::High)
     }
 
     /// The criticality of the device the action touches, where the action names one.
     pub fn criticality(&self) -> Option<Criticality> {
         match self {
             Action::QuarantineDevice { criticality, .. } => Some(*criticality),
+            _ => None,
+        }
+    }
+
+    /// The device or endpoint the action acts on, where it names one.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Action::QuarantineDevice { device_id, .. }
+            | Action::ReleaseDevice { device_id, .. } => Some(device_id),
+            Action::XdrIsolateEndpoint { endpoint_id, .. }
+            | Action::XdrUnisolateEndpoint { endpoint_id, .. } => Some(endpoint_id),
             _ => None,
         }
     }

@@ -5,7 +5,8 @@
 //! day, and nothing is approved by itself. A policy file replaces any of that per kind.
 //!
 //! ```toml
-//! phase = "recommend"            # monitor: no proposals at all; recommend: all wait
+//! phase = "recommend"            # monitor: no proposals; recommend: all wait;
+//!                                # contain: standing approvals may cover containment
 //!
 //! [kinds.xdr_case_comment]
 //! approver_roles = ["analyst", "approver", "admin"]
@@ -92,9 +93,32 @@ impl Users {
 pub enum Phase {
     /// Findings and write-ups only: no proposal is created.
     Monitor,
-    /// Every proposal waits for the approvals its kind needs.
+    /// Every proposal waits for the approvals its kind needs, unless a standing approval
+    /// for a low- or medium-risk kind covers it.
     #[default]
     Recommend,
+    /// As `recommend`, and a standing approval may also cover containment (quarantine,
+    /// isolation) of named devices: it runs at once, is announced, and is reversible.
+    Contain,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Monitor => "monitor",
+            Phase::Recommend => "recommend",
+            Phase::Contain => "contain",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Phase, String> {
+        match text {
+            "monitor" => Ok(Phase::Monitor),
+            "recommend" => Ok(Phase::Recommend),
+            "contain" => Ok(Phase::Contain),
+            other => Err(format!("phase {other:?} is not monitor, recommend or contain")),
+        }
+    }
 }
 
 /// The rule for one action kind.

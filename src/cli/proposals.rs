@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::audit::DatabaseArgs;
+use crate::actions::policy::Phase;
 use crate::actions::{
     Action, Executor, Gate, Policy, Proposal, State, Users, run_approved, settings,
 };
@@ -66,6 +67,31 @@ pub enum ProposalsCommand {
     },
     /// Execute the approved proposals that are due, against the configured tenant.
     Run,
+    /// Show the rollout phase, or set it (admins only): monitor, recommend or contain.
+    Phase {
+        phase: Option<String>,
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Grant a standing approval of KIND (for containment kinds, name the devices:
+    /// ids, or prefixes ending in `*`).
+    Grant {
+        kind: String,
+        #[arg(long = "device")]
+        devices: Vec<String>,
+        #[arg(long = "as")]
+        as_user: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Revoke a standing approval.
+    Revoke {
+        id: String,
+        #[arg(long = "as")]
+        as_user: String,
+    },
 }
 
 pub fn run(args: ProposalsArgs) -> anyhow::Result<i32> {
@@ -115,6 +141,27 @@ pub fn run(args: ProposalsArgs) -> anyhow::Result<i32> {
             }
             ProposalsCommand::Reject { id, as_user, reason } => {
                 println!("{}", line(&gate.reject(&id, &as_user, &reason).await?));
+                Ok(0)
+            }
+            ProposalsCommand::Phase { phase: None, .. } => {
+                println!("{}", gate.phase().await?.as_str());
+                Ok(0)
+            }
+            ProposalsCommand::Phase { phase: Some(phase), as_user, reason } => {
+                let phase = Phase::parse(&phase).map_err(anyhow::Error::msg)?;
+                let user = as_user.context("setting the phase needs --as ADMIN")?;
+                gate.set_phase(&user, phase, &reason).await?;
+                println!("phase is now {}", phase.as_str());
+                Ok(0)
+            }
+            ProposalsCommand::Grant { kind, devices, as_user, reason } => {
+                let id = gate.grant_standing(&kind, &devices, &as_user, &reason).await?;
+                println!("{id}  standing approval of {kind} by {as_user}");
+                Ok(0)
+            }
+            ProposalsCommand::Revoke { id, as_user } => {
+                gate.revoke_standing(&id, &as_user).await?;
+                println!("{id} revoked");
                 Ok(0)
             }
             ProposalsCommand::Run => {

@@ -148,10 +148,28 @@ const POSTGRES_V1: [&str; 3] = [
 
 const JOBS_INDEX: &str = "CREATE INDEX jobs_ready ON jobs (state, run_after_ms, id)";
 
-const MIGRATIONS: [Migration; 3] = [
+/// Standing approvals and settings changed at run time (the rollout phase).
+const STANDING: [&str; 2] = [
+    "CREATE TABLE standing_approvals (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        devices TEXT NOT NULL,
+        granted_by TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        revoked_at_ms BIGINT)",
+    "CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        set_by TEXT NOT NULL,
+        at_ms BIGINT NOT NULL)",
+];
+
+const MIGRATIONS: [Migration; 4] = [
     Migration { version: 1, sqlite: &TABLES, postgres: &TABLES },
     Migration { version: 2, sqlite: &SQLITE_V1, postgres: &POSTGRES_V1 },
     Migration { version: 3, sqlite: &[JOBS_INDEX], postgres: &[JOBS_INDEX] },
+    Migration { version: 4, sqlite: &STANDING, postgres: &STANDING },
 ];
 
 /// The advisory lock key that serialises migrations across replicas ("pw-migr").
