@@ -60,7 +60,12 @@ async fn handle(
         // Silence: never answer within the client's timeout.
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
-    (StatusCode::from_u16(status.max(200)).unwrap(), text).into_response()
+    let mut response = (StatusCode::from_u16(status.max(200)).unwrap(), text).into_response();
+    if status == 429 {
+        // This vendor asks throttled callers to wait two minutes.
+        response.headers_mut().insert("retry-after", "120".parse().unwrap());
+    }
+    response
 }
 
 async fn serve_vendor(default: (u16, String), script: Vec<(u16, String)>) -> (Arc<Vendor>, String) {
@@ -200,6 +205,17 @@ async fn refusals_are_final_and_overload_is_retried() {
         run(&db, &gate, &executor).await;
         run(&db, &gate, &executor).await;
         assert_eq!(gate.get(&id).await.unwrap().state, State::Executing, "HTTP {status}");
+        let run_after: i64 =
+            sqlx::query_scalar("SELECT run_after_ms FROM jobs WHERE payload LIKE $1")
+                .bind(format!("%{id}%"))
+                .fetch_one(db.store.pool())
+                .await
+                .unwrap();
+        if status == 429 {
+            assert!(run_after >= now_ms() + 115_000, "Retry-After is honoured");
+        } else {
+            assert!(run_after <= now_ms() + 10_000, "a 5xx backs off by seconds");
+        }
         // Each run looked the incident up once and got the overload answer: nothing
         // was created.
         assert!(vendor.seen.lock().unwrap().iter().all(|s| s.method == Method::GET));

@@ -145,6 +145,8 @@ pub enum Outcome {
     Succeeded(Value),
     /// Worth trying again later (429, 5xx, a timeout).
     Retry(String),
+    /// Worth trying again, but not before the target's requested pause (`Retry-After`).
+    Throttled(String, std::time::Duration),
     Failed(String),
 }
 
@@ -682,11 +684,13 @@ impl Gate {
     ) -> Result<State, GateError> {
         let (state, detail) = match &outcome {
             Outcome::Succeeded(detail) => (State::Succeeded, detail.clone()),
-            Outcome::Retry(why) => (State::Executing, json!({"retry": why})),
+            Outcome::Retry(why) | Outcome::Throttled(why, _) => {
+                (State::Executing, json!({"retry": why}))
+            }
             Outcome::Failed(why) => (State::Failed, json!({"error": why})),
         };
         let still_ours = match &outcome {
-            Outcome::Retry(why) => {
+            Outcome::Retry(why) | Outcome::Throttled(why, _) => {
                 self.store.fail(approved.job_id, &approved.worker, why, Some(retry_at_ms)).await?
             }
             Outcome::Failed(why) => {

@@ -2,6 +2,7 @@
 //! a transport failure becomes an `Outcome`.
 
 use std::fmt;
+use std::time::Duration;
 
 use super::gate::Outcome;
 
@@ -27,10 +28,26 @@ impl fmt::Debug for Secret {
 }
 
 /// A failed answer: 429 and 5xx are worth retrying (the request was not processed or
-/// the target is down); anything else is final.
-pub(crate) fn status_outcome(target: &str, status: u16, message: &str) -> Outcome {
+/// the target is down), after at least the pause the target asked for in `Retry-After`;
+/// anything else is final.
+pub(crate) fn status_outcome(
+    target: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    message: &str,
+) -> Outcome {
     let text = format!("{target} answered HTTP {status}: {message}");
-    if status == 429 || status >= 500 { Outcome::Retry(text) } else { Outcome::Failed(text) }
+    match (status == 429 || status >= 500, retry_after) {
+        (true, Some(after)) => Outcome::Throttled(text, after),
+        (true, None) => Outcome::Retry(text),
+        (false, _) => Outcome::Failed(text),
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by these APIs).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    text.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// A request that got no answer: a timeout or a refused connection is worth retrying.

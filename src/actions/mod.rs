@@ -58,10 +58,43 @@ pub async fn run_approved(
                 approved.action().kind()
             )),
         };
-        // Retries back off with the attempt number: 5 s, 10 s, 20 s ... up to 10 min.
-        let shift = u32::try_from(approved.attempt().clamp(1, 8) - 1).unwrap_or(0);
-        let retry_at = crate::store::now_ms() + (5_000_i64 << shift).min(600_000);
+        let retry_at = crate::store::now_ms() + retry_delay_ms(approved.attempt(), &outcome);
         gate.finish(approved, outcome, retry_at).await?;
     }
     Ok(attempted)
+}
+
+/// When to try again after `attempt` failed: a random time between half and all of
+/// 5 s doubled per attempt (up to 10 min), so retries from many replicas spread out,
+/// and never sooner than a pause the target asked for.
+fn retry_delay_ms(attempt: i64, outcome: &Outcome) -> i64 {
+    use rand::Rng;
+    let shift = u32::try_from(attempt.clamp(1, 8) - 1).unwrap_or(0);
+    let ceiling = (5_000_i64 << shift).min(600_000);
+    let backoff = rand::thread_rng().gen_range(ceiling / 2..=ceiling);
+    match outcome {
+        Outcome::Throttled(_, after) => {
+            backoff.max(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
+        }
+        _ => backoff,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_spread_out_grow_and_respect_the_targets_pause() {
+        for attempt in 1..=10 {
+            let ceiling = (5_000_i64 << (attempt.min(8) - 1)).min(600_000);
+            let delay = retry_delay_ms(attempt, &Outcome::Retry("503".into()));
+            assert!((ceiling / 2..=ceiling).contains(&delay), "{attempt}: {delay}");
+        }
+        let delays: std::collections::BTreeSet<i64> =
+            (0..20).map(|_| retry_delay_ms(3, &Outcome::Retry("503".into()))).collect();
+        assert!(delays.len() > 1, "jitter");
+        let throttled = Outcome::Throttled("429".into(), Duration::from_secs(120));
+        assert!(retry_delay_ms(1, &throttled) >= 120_000);
+    }
 }

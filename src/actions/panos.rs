@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::Executor;
 use super::gate::{Approved, Outcome};
-use super::http::{Secret, status_outcome, transport_outcome};
+use super::http::{Secret, retry_after, status_outcome, transport_outcome};
 use super::kinds::{Action, ConfigSet, PanosTarget};
 
 #[derive(Clone, Debug)]
@@ -163,9 +163,10 @@ impl PanosExecutor {
             .await
             .map_err(|err| transport_outcome(TARGET, err))?;
         let status = response.status().as_u16();
+        let pause = retry_after(response.headers());
         let body = response.text().await.map_err(|err| transport_outcome(TARGET, err))?;
         if status != 200 {
-            return Err(status_outcome(TARGET, status, &message(&body)));
+            return Err(status_outcome(TARGET, status, pause, &message(&body)));
         }
         if body.contains("status=\"success\"") {
             Ok(body)

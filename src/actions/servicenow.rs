@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::Executor;
 use super::gate::{Approved, Outcome};
-use super::http::{Secret, status_outcome, transport_outcome};
+use super::http::{Secret, retry_after, status_outcome, transport_outcome};
 use super::kinds::Action;
 
 #[derive(Clone, Debug)]
@@ -82,18 +82,32 @@ impl ServiceNowExecutor {
             .send()
             .await
             .map_err(|err| transport_outcome(TARGET, err))?;
-        let (status, body) = read(response).await?;
-        if status != 200 {
-            return Err(status_outcome(TARGET, status, &error_message(&body)));
+        let answer = read(response).await?;
+        if answer.status != 200 {
+            return Err(answer.failure());
         }
-        Ok(body["result"].as_array().and_then(|found| found.first()).cloned())
+        Ok(answer.body["result"].as_array().and_then(|found| found.first()).cloned())
     }
 }
 
-async fn read(response: reqwest::Response) -> Result<(u16, Value), Outcome> {
+/// An answer's status, requested pause and JSON body.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Value,
+}
+
+impl Answer {
+    fn failure(&self) -> Outcome {
+        status_outcome(TARGET, self.status, self.retry_after, &error_message(&self.body))
+    }
+}
+
+async fn read(response: reqwest::Response) -> Result<Answer, Outcome> {
     let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
     let text = response.text().await.map_err(|err| transport_outcome(TARGET, err))?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    Ok(Answer { status, retry_after, body: serde_json::from_str(&text).unwrap_or(Value::Null) })
 }
 
 /// `{"error": {"message", "detail"}}`, as the Table API reports failures.
@@ -153,9 +167,10 @@ impl Executor for ServiceNowExecutor {
             Err(err) => return transport_outcome(TARGET, err),
         };
         match read(response).await {
-            Ok((201 | 200, created)) => Outcome::Succeeded(json!({
-                "sys_id": created["result"]["sys_id"], "number": created["result"]["number"]})),
-            Ok((status, failed)) => status_outcome(TARGET, status, &error_message(&failed)),
+            Ok(created) if matches!(created.status, 200 | 201) => Outcome::Succeeded(json!({
+                "sys_id": created.body["result"]["sys_id"],
+                "number": created.body["result"]["number"]})),
+            Ok(failed) => failed.failure(),
             Err(outcome) => outcome,
         }
     }

@@ -27,10 +27,12 @@ fn comment_marker(key: &str) -> String {
 }
 
 fn outcome(err: XdrError) -> Outcome {
-    if err.is_retryable() {
-        Outcome::Retry(err.to_string())
-    } else {
-        Outcome::Failed(err.to_string())
+    match err {
+        XdrError::RateLimited { retry_after: Some(after) } => {
+            Outcome::Throttled(err.to_string(), after)
+        }
+        err if err.is_retryable() => Outcome::Retry(err.to_string()),
+        err => Outcome::Failed(err.to_string()),
     }
 }
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::Executor;
 use super::gate::{Approved, Outcome};
-use super::http::{Secret, status_outcome, transport_outcome};
+use super::http::{Secret, retry_after, status_outcome, transport_outcome};
 use super::kinds::Action;
 
 #[derive(Clone, Debug)]
@@ -65,6 +65,7 @@ impl XsoarExecutor {
         }
         let response = request.send().await.map_err(|err| transport_outcome(TARGET, err))?;
         let status = response.status().as_u16();
+        let pause = retry_after(response.headers());
         let text = response.text().await.map_err(|err| transport_outcome(TARGET, err))?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !(200..300).contains(&status) {
@@ -75,7 +76,7 @@ impl XsoarExecutor {
                 .chars()
                 .take(300)
                 .collect::<String>();
-            return Err(status_outcome(TARGET, status, &message));
+            return Err(status_outcome(TARGET, status, pause, &message));
         }
         Ok(body)
     }
