@@ -17,8 +17,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use pivotwatch::actions::{
-    Action, Executor, Gate, Outcome, PanosConfig, PanosExecutor, Policy, Secret, ServiceNowAuth,
-    ServiceNowConfig, ServiceNowExecutor, State, Users, XsoarConfig, XsoarExecutor, run_approved,
+    Action, Executor, Gate, Outcome, PanosConfig, PanosCredentials, PanosExecutor, Policy, Secret,
+    ServiceNowAuth, ServiceNowConfig, ServiceNowExecutor, State, Users, XsoarConfig, XsoarExecutor,
+    run_approved,
 };
 use pivotwatch::audit::{self, Actor};
 use pivotwatch::store::now_ms;
@@ -223,9 +224,13 @@ async fn refusals_are_final_and_overload_is_retried() {
 }
 
 fn panos(base_url: &str) -> PanosExecutor {
+    panos_with(base_url, PanosCredentials::ApiKey(Secret::new(PAN_KEY)))
+}
+
+fn panos_with(base_url: &str, credentials: PanosCredentials) -> PanosExecutor {
     PanosExecutor::new(PanosConfig {
         base_url: base_url.into(),
-        api_key: Secret::new(PAN_KEY),
+        credentials,
         vsys: Some("vsys1".into()),
         target: None,
         timeout: Duration::from_millis(500),
@@ -464,4 +469,38 @@ async fn a_failed_commit_fails_the_change_with_the_job_result() {
         .await
         .unwrap();
     assert!(detail.contains("unknown zone"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_login_becomes_an_api_key_once() {
+    let db = sqlite().await;
+    let keygen = sample("panos/keygen_response.synthetic.xml");
+    let success = "<response status=\"success\"><result/></response>";
+    let (vendor, url) = serve_vendor((200, success.into()), vec![(200, keygen)]).await;
+    let executor = panos_with(
+        &url,
+        PanosCredentials::Login { user: "pw-api".into(), password: Secret::new("Fw-Pa55!") },
+    );
+    for device in ["cam-0001", "cam-0002"] {
+        let action = Action::from_parts(
+            "quarantine_device",
+            json!({"device_id": device, "ip": "10.1.2.3", "tag": "quarantine",
+                   "timeout_secs": 60, "criticality": "low"}),
+        )
+        .unwrap();
+        let (gate, id) = approved(&db, action).await;
+        run(&db, &gate, &executor).await;
+        assert_eq!(gate.get(&id).await.unwrap().state, State::Succeeded);
+    }
+    let seen = vendor.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "one keygen, then two registrations");
+    assert_eq!(seen[0].uri, "/api/?type=keygen");
+    let login = form_pairs(&seen[0].body);
+    assert!(login.contains(&("user".into(), "pw-api".into())));
+    assert!(login.contains(&("password".into(), "Fw-Pa55!".into())));
+    for registration in &seen[1..] {
+        assert_eq!(registration.headers["x-pan-key"], PAN_KEY);
+    }
+    let exported = serde_json::to_string(&audit::export(&db.store, 0).await.unwrap()).unwrap();
+    assert!(!exported.contains("Fw-Pa55!") && !exported.contains(PAN_KEY));
 }

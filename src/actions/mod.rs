@@ -22,7 +22,7 @@ use async_trait::async_trait;
 pub use gate::{Approved, Gate, GateError, Outcome, Proposal, State};
 pub use http::Secret;
 pub use kinds::{Action, RiskClass};
-pub use panos::{PanosConfig, PanosExecutor};
+pub use panos::{PanosConfig, PanosCredentials, PanosExecutor};
 pub use policy::{Policy, Role, User, Users};
 pub use servicenow::{ServiceNowAuth, ServiceNowConfig, ServiceNowExecutor};
 pub use xdr::XdrExecutor;

@@ -28,8 +28,7 @@ use super::kinds::{Action, ConfigSet, PanosTarget};
 pub struct PanosConfig {
     /// `https://<firewall or Panorama>`.
     pub base_url: String,
-    /// The API key from `type=keygen`, sent as `X-PAN-KEY`.
-    pub api_key: Secret,
+    pub credentials: PanosCredentials,
     /// The virtual system, when the firewall has several.
     pub vsys: Option<String>,
     /// A firewall's serial number, when the request goes through Panorama.
@@ -40,9 +39,19 @@ pub struct PanosConfig {
     pub max_wait: Duration,
 }
 
+/// How the executor authenticates: an API key, or an API administrator's login from
+/// which it generates one (`type=keygen`) on first use. The key goes in `X-PAN-KEY`.
+#[derive(Clone, Debug)]
+pub enum PanosCredentials {
+    ApiKey(Secret),
+    Login { user: String, password: Secret },
+}
+
 pub struct PanosExecutor {
     http: reqwest::Client,
     config: PanosConfig,
+    /// The key in use, once known.
+    key: tokio::sync::Mutex<Option<Secret>>,
 }
 
 const TARGET: &str = "PAN-OS";
@@ -67,7 +76,50 @@ impl PanosExecutor {
             .timeout(config.timeout)
             .build()
             .map_err(|err| format!("panos: {err}"))?;
-        Ok(PanosExecutor { http, config })
+        let key = match &config.credentials {
+            PanosCredentials::ApiKey(key) => Some(key.clone()),
+            PanosCredentials::Login { .. } => None,
+        };
+        Ok(PanosExecutor { http, config, key: tokio::sync::Mutex::new(key) })
+    }
+
+    /// The API key, generated from the login the first time it is needed. A new key
+    /// for an administrator ends that administrator's other sessions, so it is made
+    /// once per executor and kept.
+    async fn key(&self) -> Result<Secret, Outcome> {
+        let mut key = self.key.lock().await;
+        if let Some(key) = key.as_ref() {
+            return Ok(key.clone());
+        }
+        let PanosCredentials::Login { user, password } = &self.config.credentials else {
+            return Err(Outcome::Failed("no PAN-OS API key".into()));
+        };
+        let url = format!("{}/api/", self.config.base_url.trim_end_matches('/'));
+        let form = [("user", user.as_str()), ("password", password.expose())];
+        let response = self
+            .http
+            .post(url)
+            .query(&[("type", "keygen")])
+            .form(&form)
+            .send()
+            .await
+            .map_err(|err| transport_outcome(TARGET, err))?;
+        let status = response.status().as_u16();
+        let pause = retry_after(response.headers());
+        let body = response.text().await.map_err(|err| transport_outcome(TARGET, err))?;
+        if status != 200 {
+            return Err(status_outcome(TARGET, status, pause, &message(&body)));
+        }
+        match tag_text(&body, "key") {
+            Some(text) if body.contains("status=\"success\"") => {
+                let secret = Secret::new(text);
+                *key = Some(secret.clone());
+                Ok(secret)
+            }
+            _ => {
+                Err(Outcome::Failed(format!("{TARGET} key generation failed: {}", message(&body))))
+            }
+        }
     }
 
     async fn user_id(&self, cmd: String) -> Outcome {
@@ -153,11 +205,12 @@ impl PanosExecutor {
 
     /// One XML API request; the answer's body when it says `status="success"`.
     async fn call(&self, form: Vec<(&'static str, String)>) -> Result<String, Outcome> {
+        let key = self.key().await?;
         let url = format!("{}/api/", self.config.base_url.trim_end_matches('/'));
         let response = self
             .http
             .post(url)
-            .header("X-PAN-KEY", self.config.api_key.expose())
+            .header("X-PAN-KEY", key.expose())
             .form(&form)
             .send()
             .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Executor;
 use super::http::Secret;
-use super::panos::{PanosConfig, PanosExecutor};
+use super::panos::{PanosConfig, PanosCredentials, PanosExecutor};
 use super::servicenow::{ServiceNowAuth, ServiceNowConfig, ServiceNowExecutor};
 use super::xdr::XdrExecutor;
 use super::xsoar::{XsoarConfig, XsoarExecutor};
@@ -69,7 +69,17 @@ pub fn executors(xdr: Arc<dyn Xdr>, get: Lookup<'_>) -> Result<Vec<Box<dyn Execu
     if let Some(base_url) = get("panos.url") {
         executors.push(Box::new(PanosExecutor::new(PanosConfig {
             base_url,
-            api_key: Secret::new(need("panos.api_key")?),
+            credentials: match (get("panos.api_key"), get("panos.user")) {
+                (Some(key), _) => PanosCredentials::ApiKey(Secret::new(key)),
+                (None, Some(user)) => {
+                    PanosCredentials::Login { user, password: Secret::new(need("panos.password")?) }
+                }
+                (None, None) => {
+                    return Err("panos.api_key, or panos.user and panos.password, are required \
+                                when panos.url is set"
+                        .into());
+                }
+            },
             vsys: get("panos.vsys"),
             target: get("panos.target"),
             timeout: TIMEOUT,
@@ -130,6 +140,10 @@ mod tests {
         .expect("action");
         assert!(all.iter().any(|e| e.handles(&quarantine)));
 
+        let err = executors(xdr(), &lookup(&[("panos.url", "https://fw.example")]))
+            .err()
+            .expect("no credentials");
+        assert!(err.contains("panos.api_key") && err.contains("panos.password"), "{err}");
         let err = executors(xdr(), &lookup(&[("xsoar.url", "https://xsoar.example")]))
             .err()
             .expect("no key");
