@@ -504,3 +504,47 @@ async fn a_login_becomes_an_api_key_once() {
     let exported = serde_json::to_string(&audit::export(&db.store, 0).await.unwrap()).unwrap();
     assert!(!exported.contains("Fw-Pa55!") && !exported.contains(PAN_KEY));
 }
+
+#[tokio::test]
+async fn oauth_asks_for_a_token_once_and_sends_it_as_bearer() {
+    let db = sqlite().await;
+    let token = json!({"access_token": "tok-123", "refresh_token": "r", "expires_in": 1800,
+                       "token_type": "Bearer"})
+    .to_string();
+    let none = json!({"result": []}).to_string();
+    let created = sample("servicenow/table_api_create_incident_response.json");
+    let (vendor, url) = serve_vendor(
+        (201, created.clone()),
+        vec![(200, token), (200, none.clone()), (201, created), (200, none)],
+    )
+    .await;
+    let executor = ServiceNowExecutor::new(ServiceNowConfig {
+        base_url: url,
+        auth: ServiceNowAuth::OAuth {
+            client_id: "pw-client".into(),
+            client_secret: Secret::new("cl1ent-s3cret"),
+            user: "svc".into(),
+            password: Secret::new(PASSWORD),
+        },
+        caller_id: "soc.copilot".into(),
+        timeout: Duration::from_millis(500),
+    })
+    .unwrap();
+    for _ in 0..2 {
+        let (gate, id) = approved(&db, incident()).await;
+        run(&db, &gate, &executor).await;
+        assert_eq!(gate.get(&id).await.unwrap().state, State::Succeeded);
+    }
+    let seen = vendor.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].uri, "/oauth_token.do");
+    let grant = form_pairs(&seen[0].body);
+    assert!(grant.contains(&("grant_type".into(), "password".into())));
+    assert!(grant.contains(&("client_id".into(), "pw-client".into())));
+    let token_requests = seen.iter().filter(|s| s.uri == "/oauth_token.do").count();
+    assert_eq!(token_requests, 1, "the token is kept until it nears expiry");
+    for call in &seen[1..] {
+        assert_eq!(call.headers["authorization"], "Bearer tok-123");
+    }
+    let exported = serde_json::to_string(&audit::export(&db.store, 0).await.unwrap()).unwrap();
+    assert!(!exported.contains("cl1ent-s3cret") && !exported.contains("tok-123"));
+}

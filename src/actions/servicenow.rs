@@ -21,8 +21,16 @@ pub enum ServiceNowAuth {
         user: String,
         password: Secret,
     },
-    /// An OAuth access token from `/oauth_token.do`.
+    /// An OAuth access token obtained elsewhere.
     Bearer(Secret),
+    /// OAuth's password grant: the executor asks `/oauth_token.do` for an access token
+    /// and asks again shortly before it expires.
+    OAuth {
+        client_id: String,
+        client_secret: Secret,
+        user: String,
+        password: Secret,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -38,6 +46,8 @@ pub struct ServiceNowConfig {
 pub struct ServiceNowExecutor {
     http: reqwest::Client,
     config: ServiceNowConfig,
+    /// The OAuth access token in use and when to stop using it.
+    token: tokio::sync::Mutex<Option<(Secret, std::time::Instant)>>,
 }
 
 const TARGET: &str = "ServiceNow";
@@ -53,21 +63,72 @@ impl ServiceNowExecutor {
             .timeout(config.timeout)
             .build()
             .map_err(|err| format!("servicenow: {err}"))?;
-        Ok(ServiceNowExecutor { http, config })
+        Ok(ServiceNowExecutor { http, config, token: tokio::sync::Mutex::new(None) })
     }
 
     fn url(&self) -> String {
         format!("{}/api/now/table/incident", self.config.base_url.trim_end_matches('/'))
     }
 
-    fn request(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    async fn request(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
         let builder = builder.header(reqwest::header::ACCEPT, "application/json");
-        match &self.config.auth {
+        Ok(match &self.config.auth {
             ServiceNowAuth::Basic { user, password } => {
                 builder.basic_auth(user, Some(password.expose()))
             }
             ServiceNowAuth::Bearer(token) => builder.bearer_auth(token.expose()),
+            ServiceNowAuth::OAuth { .. } => {
+                builder.bearer_auth(self.access_token().await?.expose())
+            }
+        })
+    }
+
+    /// A current OAuth access token, asked for with the password grant when there is
+    /// none or it expires within a minute.
+    async fn access_token(&self) -> Result<Secret, Outcome> {
+        let ServiceNowAuth::OAuth { client_id, client_secret, user, password } = &self.config.auth
+        else {
+            return Err(Outcome::Failed("not configured for OAuth".into()));
+        };
+        let mut token = self.token.lock().await;
+        if let Some((secret, until)) = token.as_ref()
+            && std::time::Instant::now() < *until
+        {
+            return Ok(secret.clone());
         }
+        // The token endpoint takes a form body; JSON is refused.
+        let form = [
+            ("grant_type", "password"),
+            ("client_id", client_id.as_str()),
+            ("client_secret", client_secret.expose()),
+            ("username", user.as_str()),
+            ("password", password.expose()),
+        ];
+        let url = format!("{}/oauth_token.do", self.config.base_url.trim_end_matches('/'));
+        let response = self
+            .http
+            .post(url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|err| transport_outcome(TARGET, err))?;
+        let answer = read(response).await?;
+        let access = answer.body["access_token"].as_str().filter(|_| answer.status == 200);
+        let Some(access) = access else {
+            let why = answer.body["error_description"]
+                .as_str()
+                .or_else(|| answer.body["error"].as_str())
+                .unwrap_or("no access_token in the answer");
+            return Err(status_outcome(TARGET, answer.status.max(400), answer.retry_after, why));
+        };
+        // ServiceNow's default lifetime is 1,800 s; renew a minute early.
+        let lifetime = answer.body["expires_in"].as_u64().unwrap_or(1800).saturating_sub(60);
+        let secret = Secret::new(access);
+        *token = Some((secret.clone(), std::time::Instant::now() + Duration::from_secs(lifetime)));
+        Ok(secret)
     }
 
     /// The incident an earlier attempt opened under this key, if any.
@@ -79,6 +140,7 @@ impl ServiceNowExecutor {
         ];
         let response = self
             .request(self.http.get(self.url()).query(&query))
+            .await?
             .send()
             .await
             .map_err(|err| transport_outcome(TARGET, err))?;
@@ -157,12 +219,14 @@ impl Executor for ServiceNowExecutor {
         if let Some(group) = assignment_group {
             body["assignment_group"] = json!(group);
         }
-        let response = match self
+        let request = self
             .request(self.http.post(self.url()).query(&[("sysparm_input_display_value", "true")]))
-            .json(&body)
-            .send()
-            .await
-        {
+            .await;
+        let request = match request {
+            Ok(request) => request,
+            Err(outcome) => return outcome,
+        };
+        let response = match request.json(&body).send().await {
             Ok(response) => response,
             Err(err) => return transport_outcome(TARGET, err),
         };

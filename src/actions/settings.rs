@@ -41,6 +41,12 @@ pub fn executors(xdr: Arc<dyn Xdr>, get: Lookup<'_>) -> Result<Vec<Box<dyn Execu
     if let Some(base_url) = get("servicenow.url") {
         let auth = match (get("servicenow.token"), get("servicenow.user")) {
             (Some(token), _) => ServiceNowAuth::Bearer(Secret::new(token)),
+            (None, Some(user)) if get("servicenow.client_id").is_some() => ServiceNowAuth::OAuth {
+                client_id: need("servicenow.client_id")?,
+                client_secret: Secret::new(need("servicenow.client_secret")?),
+                user,
+                password: Secret::new(need("servicenow.password")?),
+            },
             (None, Some(user)) => {
                 ServiceNowAuth::Basic { user, password: Secret::new(need("servicenow.password")?) }
             }
