@@ -623,10 +623,26 @@ impl Gate {
                 self.store.complete(job.id, worker).await?;
                 if proposal.state == State::Approved {
                     self.set_state(&id, State::Failed).await?;
+                    audit::append(
+                        &self.store,
+                        &Actor::System,
+                        Kind::Execution,
+                        json!({"proposal": id, "state": "failed",
+                               "detail": "its approvals no longer satisfy the policy"}),
+                    )
+                    .await?;
                 }
                 continue;
             }
             self.set_state(&id, State::Executing).await?;
+            audit::append(
+                &self.store,
+                &Actor::System,
+                Kind::Execution,
+                json!({"proposal": id, "kind": proposal.action.kind(), "state": "executing",
+                       "attempt": job.attempts, "worker": worker}),
+            )
+            .await?;
             return Ok(Some(Approved {
                 proposal_id: id,
                 approvers: proposal.approvals,
