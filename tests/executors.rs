@@ -199,6 +199,16 @@ async fn refusals_are_final_and_overload_is_retried() {
         .unwrap();
     assert!(detail.contains("User Not Authenticated"), "{detail}");
 
+    let forbidden = json!({"error": {"message": "Operation Failed",
+                                     "detail": "ACL Exception Insert Failed due to security constraints"},
+                           "status": "failure"})
+    .to_string();
+    let none = json!({"result": []}).to_string();
+    let (_, url) = serve_vendor((403, forbidden), vec![(200, none)]).await;
+    let (gate, id) = approved(&db, incident()).await;
+    run(&db, &gate, &servicenow(&url)).await;
+    assert_eq!(gate.get(&id).await.unwrap().state, State::Failed, "a 403 is final");
+
     for status in [429, 500, 503] {
         let (vendor, url) = serve_vendor((status, "{}".into()), vec![]).await;
         let (gate, id) = approved(&db, incident()).await;
