@@ -36,6 +36,13 @@ fn the_demo_finds_the_attacks_and_its_hunts_name_the_culprits() {
         "{stdout}"
     );
 
+    // The approval gate: nothing runs before the approval, the proposer cannot approve,
+    // one action runs after it, and the audit chain holds.
+    assert!(stdout.contains("before any approval, 0 actions run"), "{stdout}");
+    assert!(stdout.contains("herself: refused"), "{stdout}");
+    assert!(stdout.contains("1 action ran, succeeded"), "{stdout}");
+    assert!(stdout.contains("chain holds"), "{stdout}");
+
     // The hunts run over the replay tenant the demo loaded.
     let inventory = read_inventory(&dir.path().join("inventory.csv")).unwrap();
     let hostname: HashMap<&str, &str> =

@@ -76,7 +76,8 @@ fn demo_in(dir: &Path, seed: u64) -> anyhow::Result<i32> {
         }
     }
     drop(out);
-    hunt(dir, &output.detection.findings)?;
+    let replay = hunt(dir, &output.detection.findings)?;
+    approve_and_post(dir, replay)?;
 
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -127,7 +128,7 @@ const HUNTS: [(&str, &str); 3] = [
 
 /// Loads the simulated fleet as a replay tenant (its alerts filed as incidents) and
 /// answers a few hunting questions over it in XQL.
-fn hunt(dir: &Path, findings: &[Finding]) -> anyhow::Result<()> {
+fn hunt(dir: &Path, findings: &[Finding]) -> anyhow::Result<Replay> {
     let started = Instant::now();
     let inventory = dir.join(sim::INVENTORY_FILE);
     let conn_log = dir.join(sim::CONN_LOG_FILE);
@@ -165,7 +166,7 @@ fn hunt(dir: &Path, findings: &[Finding]) -> anyhow::Result<()> {
             table.n_rows()
         )?;
     }
-    Ok(())
+    Ok(replay)
 }
 
 fn write_truth_check(
@@ -247,4 +248,80 @@ fn scratch_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("pivotwatch-demo-{}-{stamp}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+/// The people of the demo: one analyst who proposes, one approver who decides.
+const DEMO_USERS: &str = "[[user]]\nname = \"ana\"\nroles = [\"analyst\"]\n\n\
+                          [[user]]\nname = \"bea\"\nroles = [\"approver\"]\n";
+
+/// Shows the approval gate on the top incident: the analyst proposes a case comment,
+/// nothing happens until the approver approves, then it is posted once and the audit
+/// trail verifies.
+fn approve_and_post(dir: &Path, replay: Replay) -> anyhow::Result<()> {
+    use crate::actions::{Action, Gate, Policy, Users, XdrExecutor, run_approved};
+    use crate::audit::{self, Actor};
+    use crate::xdr::replay::records::ListKind;
+
+    let request = crate::xdr::IncidentQuery::new().to_request();
+    let (_, incidents) = replay
+        .list_wire(ListKind::Incidents, &request)
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let Some(incident) = incidents.first() else { return Ok(()) };
+    let incident_id = incident["incident_id"].as_str().unwrap_or_default().to_string();
+    let name = ["incident_name", "description"]
+        .iter()
+        .find_map(|field| incident[*field].as_str())
+        .unwrap_or("no description")
+        .to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let replay: std::sync::Arc<dyn crate::xdr::Xdr> = std::sync::Arc::new(replay);
+    runtime.block_on(async {
+        let store = crate::store::Store::open_default(None, dir).await?;
+        let users = Users::parse(DEMO_USERS).map_err(anyhow::Error::msg)?;
+        let gate = Gate::new(store.clone(), Policy::default(), users);
+        let action = Action::from_parts(
+            "xdr_case_comment",
+            serde_json::json!({"incident_id": incident_id,
+                               "comment": "pivotwatch: see the reasons and flows in the alert"}),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "\nnothing acts without a person: a comment on case {incident_id} ({name})")?;
+        let proposal = gate
+            .propose(action, &Actor::User("ana".into()), "post the triage")
+            .await?
+            .context("the default policy proposes")?;
+        let executor = XdrExecutor::new(std::sync::Arc::clone(&replay));
+        let early =
+            run_approved(&gate, &[&executor], "demo", std::time::Duration::from_secs(60)).await?;
+        writeln!(
+            out,
+            "  ana proposes {} ({}); before any approval, {early} actions run",
+            proposal.id,
+            proposal.action.kind()
+        )?;
+        let refused = gate.approve(&proposal.id, "ana", "").await.err();
+        if let Some(err) = refused {
+            writeln!(out, "  ana tries to approve it herself: refused ({err})")?;
+        }
+        let approved = gate.approve(&proposal.id, "bea", "checked the flows").await?;
+        let ran =
+            run_approved(&gate, &[&executor], "demo", std::time::Duration::from_secs(60)).await?;
+        let done = gate.get(&proposal.id).await?;
+        writeln!(
+            out,
+            "  bea approves ({} of {} approvals): {ran} action ran, {}",
+            approved.approvals.len(),
+            approved.needed,
+            done.state.as_str()
+        )?;
+        let check = audit::verify(&store).await?;
+        writeln!(
+            out,
+            "  audit trail: {} records, chain {}",
+            check.records,
+            if check.ok { "holds" } else { "BROKEN" }
+        )?;
+        anyhow::Ok(())
+    })
 }
