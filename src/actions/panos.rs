@@ -96,30 +96,13 @@ impl PanosExecutor {
         };
         let url = format!("{}/api/", self.config.base_url.trim_end_matches('/'));
         let form = [("user", user.as_str()), ("password", password.expose())];
-        let response = self
-            .http
-            .post(url)
-            .query(&[("type", "keygen")])
-            .form(&form)
-            .send()
-            .await
-            .map_err(|err| transport_outcome(TARGET, err))?;
-        let status = response.status().as_u16();
-        let pause = retry_after(response.headers());
-        let body = response.text().await.map_err(|err| transport_outcome(TARGET, err))?;
-        if status != 200 {
-            return Err(status_outcome(TARGET, status, pause, &message(&body)));
-        }
-        match tag_text(&body, "key") {
-            Some(text) if body.contains("status=\"success\"") => {
-                let secret = Secret::new(text);
-                *key = Some(secret.clone());
-                Ok(secret)
-            }
-            _ => {
-                Err(Outcome::Failed(format!("{TARGET} key generation failed: {}", message(&body))))
-            }
-        }
+        let body = send(self.http.post(url).query(&[("type", "keygen")]).form(&form)).await?;
+        let Some(text) = tag_text(&body, "key") else {
+            return Err(Outcome::Failed(format!("{TARGET} answered keygen without a key")));
+        };
+        let secret = Secret::new(text);
+        *key = Some(secret.clone());
+        Ok(secret)
     }
 
     async fn user_id(&self, cmd: String) -> Outcome {
@@ -207,26 +190,24 @@ impl PanosExecutor {
     async fn call(&self, form: Vec<(&'static str, String)>) -> Result<String, Outcome> {
         let key = self.key().await?;
         let url = format!("{}/api/", self.config.base_url.trim_end_matches('/'));
-        let response = self
-            .http
-            .post(url)
-            .header("X-PAN-KEY", key.expose())
-            .form(&form)
-            .send()
-            .await
-            .map_err(|err| transport_outcome(TARGET, err))?;
-        let status = response.status().as_u16();
-        let pause = retry_after(response.headers());
-        let body = response.text().await.map_err(|err| transport_outcome(TARGET, err))?;
-        if status != 200 {
-            return Err(status_outcome(TARGET, status, pause, &message(&body)));
-        }
-        if body.contains("status=\"success\"") {
-            Ok(body)
-        } else {
-            // An error answer arrives with HTTP 200 and status="error".
-            Err(Outcome::Failed(format!("{TARGET} refused the request: {}", message(&body))))
-        }
+        send(self.http.post(url).header("X-PAN-KEY", key.expose()).form(&form)).await
+    }
+}
+
+/// Sends one XML API request; the answer's body when it says `status="success"`. An
+/// error answer arrives with HTTP 200 and `status="error"`, and is final.
+async fn send(request: reqwest::RequestBuilder) -> Result<String, Outcome> {
+    let response = request.send().await.map_err(|err| transport_outcome(TARGET, err))?;
+    let status = response.status().as_u16();
+    let pause = retry_after(response.headers());
+    let body = response.text().await.map_err(|err| transport_outcome(TARGET, err))?;
+    if status != 200 {
+        return Err(status_outcome(TARGET, status, pause, &message(&body)));
+    }
+    if body.contains("status=\"success\"") {
+        Ok(body)
+    } else {
+        Err(Outcome::Failed(format!("{TARGET} refused the request: {}", message(&body))))
     }
 }
 
