@@ -37,6 +37,13 @@ pub fn parse_time(text: &str) -> Result<f64, String> {
     ))
 }
 
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Parses a length such as `1h`, `5m`, `30s`, `1d` or `500ms` into seconds.
 pub fn parse_duration(text: &str) -> Result<f64, String> {
     let text = text.trim();

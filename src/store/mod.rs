@@ -19,6 +19,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 use thiserror::Error;
 
+pub use crate::timefmt::now_ms;
 pub use jobs::{Job, JobCounts};
 
 /// The database file inside the data directory when no URL is configured.
@@ -302,13 +303,6 @@ impl Store {
         }
         Ok(result?)
     }
-}
-
-/// Milliseconds since the Unix epoch, by the wall clock.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A PostgreSQL identifier, quoted.

@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use flate2::read::MultiGzDecoder;
@@ -453,7 +453,7 @@ impl CortexXdr {
             KeyType::Standard => self.key.expose().to_string(),
             KeyType::Advanced => {
                 let nonce = nonce();
-                let timestamp = unix_millis().to_string();
+                let timestamp = crate::timefmt::now_ms().to_string();
                 let signature = advanced_signature(self.key.expose(), &nonce, &timestamp);
                 // Both are ASCII letters and digits, always valid header values.
                 headers.insert("x-xdr-nonce", header_text(&nonce)?);
@@ -726,10 +726,6 @@ fn nonce() -> String {
         .take(64)
         .map(char::from)
         .collect()
-}
-
-fn unix_millis() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|since| since.as_millis()).unwrap_or(0)
 }
 
 fn header_text(text: &str) -> Result<HeaderValue, XdrError> {

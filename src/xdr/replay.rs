@@ -25,6 +25,8 @@ use thiserror::Error;
 
 use crate::ingest::{self, IngestError, ReadSummary};
 use crate::model::{Finding, Inventory};
+// The wall clock, as opposed to `Replay::now_ms`, the end of the recorded data.
+use crate::timefmt::now_ms as wall_clock_ms;
 use crate::xql::exec::{self, ExecError, ExecOptions, Table, Tenant};
 use crate::xql::validate::check;
 use crate::xql::{Schema, ValidationOptions};
@@ -459,12 +461,6 @@ impl Replay {
             Timeframe::Absolute { from_ms, to_ms } => (*from_ms, to_ms.saturating_add(1)),
         }
     }
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Servers and workstations in the inventory run an agent, so they are endpoints the

@@ -34,6 +34,7 @@ use super::query::{ListRequest, Timeframe};
 use super::replay::records::ListKind;
 use super::replay::{Replay, ReplayQueryError};
 use super::rows::format_stream_timestamp;
+use crate::timefmt::now_ms;
 use crate::xql::exec::{ExecError, Table, Value as Cell};
 
 /// Rows a query may return inline; above this the answer is a stream id.
@@ -170,7 +171,7 @@ impl XdrSim {
                 let sent_ms: i64 = timestamp
                     .parse()
                     .map_err(|_| unauthorized("x-xdr-timestamp is not a number"))?;
-                let skew_ms = (sent_ms - wall_clock_ms()).unsigned_abs();
+                let skew_ms = (sent_ms - now_ms()).unsigned_abs();
                 if u128::from(skew_ms) > CLOCK_SKEW.as_millis() {
                     return Err(unauthorized("the timestamp is outside the accepted clock skew"));
                 }
@@ -504,12 +505,6 @@ fn stream_cell(cell: &Cell) -> Value {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[derive(Deserialize)]
