@@ -391,6 +391,74 @@ async fn an_xsoar_incident_runs_its_playbook_and_is_opened_once() {
 }
 
 #[tokio::test]
+async fn a_war_room_entry_is_written_once_even_when_an_answer_is_lost() {
+    let db = sqlite().await;
+    let request: Value =
+        serde_json::from_str(&sample("xsoar/war_room_entry_request.synthetic.json")).unwrap();
+    let investigation = request["investigationId"].as_str().unwrap();
+    let action = Action::from_parts(
+        "xsoar_war_room_entry",
+        json!({"incident_id": investigation, "entry": request["data"]}),
+    )
+    .unwrap();
+    for key_id in [None, Some("12")] {
+        let (gate, id) = approved(&db, action.clone()).await;
+        let marker = format!("[pivotwatch {id}]");
+        // The first write is made but its answer is lost (a 502 from a proxy); the
+        // retry finds the entry by its marker among the latest and writes nothing more.
+        let entries = json!({"id": investigation, "entries": [
+            {"id": "3@1234", "contents": "Playbook started"},
+            {"id": "4@1234", "contents": format!("{}\n\n{marker}", request["data"].as_str().unwrap())},
+        ]});
+        let (vendor, url) = serve_vendor(
+            (200, json!({"id": "9@1234"}).to_string()),
+            vec![(502, "bad gateway".into()), (200, entries.to_string())],
+        )
+        .await;
+        let executor = xsoar(&url, key_id);
+        run(&db, &gate, &executor).await;
+        run(&db, &gate, &executor).await;
+        assert_eq!(gate.get(&id).await.unwrap().state, State::Succeeded);
+        let seen = vendor.seen.lock().unwrap().clone();
+        let prefix = if key_id.is_some() { "/xsoar" } else { "" };
+        let paths: Vec<&str> = seen.iter().map(|s| s.uri.as_str()).collect();
+        assert_eq!(
+            paths,
+            [format!("{prefix}/entry"), format!("{prefix}/investigation/{investigation}")]
+        );
+        let written: Value = serde_json::from_slice(&seen[0].body).unwrap();
+        assert_eq!(written["investigationId"], request["investigationId"]);
+        assert_eq!(written["markdown"], true);
+        assert_eq!(written["data"], format!("{}\n\n{marker}", request["data"].as_str().unwrap()));
+        assert_eq!(seen[1].headers["authorization"], XSOAR_KEY);
+        assert_eq!(seen[1].headers.get("x-xdr-auth-id").map(|v| v.to_str().unwrap()), key_id);
+
+        // Without the marker in the war room, the retry writes the entry again.
+        let (gate, id) = approved(&db, action.clone()).await;
+        let others = json!({"id": investigation, "entries": [{"id": "3@1234", "contents": "x"}]});
+        let (vendor, url) = serve_vendor(
+            (200, json!({"id": "10@1234"}).to_string()),
+            vec![(503, "busy".into()), (200, others.to_string())],
+        )
+        .await;
+        let executor = xsoar(&url, key_id);
+        run(&db, &gate, &executor).await;
+        run(&db, &gate, &executor).await;
+        assert_eq!(gate.get(&id).await.unwrap().state, State::Succeeded);
+        let paths: Vec<String> =
+            vendor.seen.lock().unwrap().iter().map(|s| s.uri.clone()).collect();
+        assert_eq!(
+            paths,
+            [
+                format!("{prefix}/entry"),
+                format!("{prefix}/investigation/{investigation}"),
+                format!("{prefix}/entry")
+            ]
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_panorama_change_sets_commits_pushes_and_waits_for_the_jobs() {
     let db = sqlite().await;
     let ok = "<response status=\"success\" code=\"20\"><msg>command succeeded</msg></response>";
@@ -557,4 +625,98 @@ async fn oauth_asks_for_a_token_once_and_sends_it_as_bearer() {
     }
     let exported = serde_json::to_string(&audit::export(&db.store, 0).await.unwrap()).unwrap();
     assert!(!exported.contains("cl1ent-s3cret") && !exported.contains("tok-123"));
+}
+
+#[tokio::test]
+async fn an_expiring_oauth_token_is_refreshed_and_a_refused_refresh_falls_back_to_a_login() {
+    let db = sqlite().await;
+    // Tokens that live three seconds past the minute the executor keeps in reserve: one
+    // proposal's search and create share a token, the next proposal needs a new one.
+    let token = |access: &str, refresh: &str| {
+        (
+            200,
+            json!({"access_token": access, "refresh_token": refresh, "expires_in": 63,
+                   "token_type": "Bearer"})
+            .to_string(),
+        )
+    };
+    let none = (200, json!({"result": []}).to_string());
+    let created = (201, sample("servicenow/table_api_create_incident_response.json"));
+    let refused = (401, json!({"error": "invalid_grant"}).to_string());
+    let (vendor, url) = serve_vendor(
+        created.clone(),
+        vec![
+            token("tok-A", "ref-1"),
+            none.clone(),
+            created.clone(),
+            token("tok-B", "ref-2"),
+            none.clone(),
+            created.clone(),
+            refused,
+            token("tok-C", "ref-3"),
+            none,
+            created,
+        ],
+    )
+    .await;
+    let executor = ServiceNowExecutor::new(ServiceNowConfig {
+        base_url: url,
+        auth: ServiceNowAuth::OAuth {
+            client_id: "pw-client".into(),
+            client_secret: Secret::new("cl1ent-s3cret"),
+            user: "svc".into(),
+            password: Secret::new(PASSWORD),
+        },
+        caller_id: "soc.copilot".into(),
+        timeout: Duration::from_millis(500),
+    })
+    .unwrap();
+    for round in 0..3 {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(3_100)).await;
+        }
+        let (gate, id) = approved(&db, incident()).await;
+        run(&db, &gate, &executor).await;
+        let detail = audit::export(&db.store, 0).await.unwrap();
+        assert_eq!(gate.get(&id).await.unwrap().state, State::Succeeded, "{:?}", detail.last());
+    }
+    let seen = vendor.seen.lock().unwrap().clone();
+    let grants: Vec<(String, Option<String>)> = seen
+        .iter()
+        .filter(|s| s.uri == "/oauth_token.do")
+        .map(|s| {
+            let form = form_pairs(&s.body);
+            let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            (field("grant_type").unwrap(), field("refresh_token"))
+        })
+        .collect();
+    assert_eq!(
+        grants,
+        [
+            ("password".to_string(), None),
+            ("refresh_token".to_string(), Some("ref-1".to_string())),
+            ("refresh_token".to_string(), Some("ref-2".to_string())),
+            ("password".to_string(), None),
+        ]
+    );
+    let bearers: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.uri.starts_with("/api/now/table/incident"))
+        .map(|s| s.headers["authorization"].to_str().unwrap())
+        .collect();
+    assert_eq!(
+        bearers,
+        [
+            "Bearer tok-A",
+            "Bearer tok-A",
+            "Bearer tok-B",
+            "Bearer tok-B",
+            "Bearer tok-C",
+            "Bearer tok-C"
+        ]
+    );
+    let exported = serde_json::to_string(&audit::export(&db.store, 0).await.unwrap()).unwrap();
+    for secret in ["ref-1", "ref-2", "tok-B", "cl1ent-s3cret"] {
+        assert!(!exported.contains(secret), "{secret} reached the audit trail");
+    }
 }

@@ -32,7 +32,7 @@ async fn opening_twice_migrates_once() {
             .fetch_one(again.pool())
             .await
             .unwrap();
-        assert_eq!(n, 4, "{}", db.name());
+        assert_eq!(n, 5, "{}", db.name());
         drop_schema(&db).await;
     }
 }
@@ -164,7 +164,7 @@ async fn each_job_is_claimed_by_one_worker_and_leases_expire() {
                 tokio::spawn(async move {
                     let name = format!("w{w}");
                     let mut mine = Vec::new();
-                    while let Some(job) = store.claim(&name, 30_000, now).await.unwrap() {
+                    while let Some(job) = store.claim("triage", &name, 30_000, now).await.unwrap() {
                         assert!(store.complete(job.id, &name).await.unwrap());
                         mine.push(job.payload["i"].as_i64().unwrap());
                     }
@@ -182,17 +182,19 @@ async fn each_job_is_claimed_by_one_worker_and_leases_expire() {
         // A worker that claims and goes silent loses the job when its lease runs out,
         // and its late outcome does not count.
         let later = now + 60_000;
-        let job = store.claim("sleepy", 1_000, later).await.unwrap().unwrap();
+        // A worker claims only its own kind of job.
+        assert_eq!(store.claim("triage", "w0", 1_000, later).await.unwrap(), None);
+        let job = store.claim("later", "sleepy", 1_000, later).await.unwrap().unwrap();
         assert_eq!(job.kind, "later");
-        assert_eq!(store.claim("other", 1_000, later + 500).await.unwrap(), None);
-        let retaken = store.claim("other", 1_000, later + 1_001).await.unwrap().unwrap();
+        assert_eq!(store.claim("later", "other", 1_000, later + 500).await.unwrap(), None);
+        let retaken = store.claim("later", "other", 1_000, later + 1_001).await.unwrap().unwrap();
         assert_eq!((retaken.id, retaken.attempts), (job.id, 2));
         assert!(!store.complete(job.id, "sleepy").await.unwrap());
         assert!(
             store.fail(job.id, "other", "tenant answered 503", Some(later + 5_000)).await.unwrap()
         );
-        assert_eq!(store.claim("other", 1_000, later + 4_999).await.unwrap(), None);
-        let third = store.claim("other", 1_000, later + 5_000).await.unwrap().unwrap();
+        assert_eq!(store.claim("later", "other", 1_000, later + 4_999).await.unwrap(), None);
+        let third = store.claim("later", "other", 1_000, later + 5_000).await.unwrap().unwrap();
         assert!(store.fail(third.id, "other", "gave up", None).await.unwrap());
         let counts = store.job_counts().await.unwrap();
         assert_eq!((counts.done, counts.failed, counts.queued, counts.running), (120, 1, 0, 0));

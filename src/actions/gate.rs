@@ -17,6 +17,7 @@ use sqlx::{AssertSqlSafe, Row};
 use thiserror::Error;
 
 use super::kinds::{Action, RiskClass, risk_of};
+use super::notify::{NOTIFY_JOB, Notice};
 use super::policy::{Phase, Policy, Role, Users};
 use crate::audit::{self, Actor, Kind};
 use crate::store::{Store, StoreError, now_ms};
@@ -212,7 +213,7 @@ impl Gate {
         )
         .await?;
         if let Some(standing) = self.covering_standing(&action, phase, proposer).await? {
-            self.approve_by_standing(&id, &standing).await?;
+            self.approve_by_standing(&id, &standing, &action, reason).await?;
         }
         self.get(&id).await.map(Some)
     }
@@ -382,8 +383,18 @@ impl Gate {
         Ok(None)
     }
 
-    async fn approve_by_standing(&self, id: &str, standing: &str) -> Result<(), GateError> {
+    /// Approves a proposal on a standing approval's authority. A containment approved
+    /// this way queues a notice to people in the same transaction: nobody pressed a
+    /// button, so somebody must hear of it at once.
+    async fn approve_by_standing(
+        &self,
+        id: &str,
+        standing: &str,
+        action: &Action,
+        reason: &str,
+    ) -> Result<(), GateError> {
         let now = now_ms();
+        let notify = action.risk() == RiskClass::High;
         let mut tx = self.store.pool().begin().await?;
         sqlx::query(
             "INSERT INTO decisions (proposal_id, actor, decision, reason, at_ms) \
@@ -400,13 +411,34 @@ impl Gate {
             .execute(&mut *tx)
             .await?;
         queue_execution(&mut tx, id, now).await?;
+        if notify {
+            let row =
+                sqlx::query("SELECT granted_by, reason FROM standing_approvals WHERE id = $1")
+                    .bind(standing)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let granted_by: String = row.try_get(0)?;
+            let granted_for: String = row.try_get(1)?;
+            let notice = containment_notice(id, action, reason, &granted_by, &granted_for);
+            sqlx::query(
+                "INSERT INTO jobs (kind, payload, state, run_after_ms, dedupe_key, created_at_ms) \
+                 VALUES ($1, $2, 'queued', $3, $4, $5) ON CONFLICT (dedupe_key) DO NOTHING",
+            )
+            .bind(NOTIFY_JOB)
+            .bind(json!({"notice": notice}).to_string())
+            .bind(now)
+            .bind(format!("notify:{id}"))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         audit::append(
             &self.store,
             &Actor::System,
             Kind::Decision,
             json!({"proposal": id, "decision": "approve", "standing_approval": standing,
-                   "notify": true}),
+                   "notify": notify}),
         )
         .await?;
         Ok(())
@@ -607,14 +639,9 @@ impl Gate {
         now: i64,
     ) -> Result<Option<Approved>, GateError> {
         loop {
-            let Some(job) = self.store.claim(worker, lease_ms, now).await? else {
+            let Some(job) = self.store.claim(EXECUTE_JOB, worker, lease_ms, now).await? else {
                 return Ok(None);
             };
-            if job.kind != EXECUTE_JOB {
-                // Other job kinds belong to other workers; give it back untouched.
-                self.store.fail(job.id, worker, "not an execution job", Some(now)).await?;
-                return Ok(None);
-            }
             let id = job.payload["proposal"].as_str().unwrap_or_default().to_string();
             let proposal = self.get(&id).await?;
             let qualifies = matches!(proposal.state, State::Approved | State::Executing)
@@ -742,6 +769,40 @@ impl Gate {
         )
         .await?;
         Ok(state)
+    }
+}
+
+/// What people are told when a containment ran on a standing approval.
+fn containment_notice(
+    id: &str,
+    action: &Action,
+    reason: &str,
+    granted_by: &str,
+    granted_for: &str,
+) -> Notice {
+    let subject = action.subject().unwrap_or("(no device named)");
+    let undo = match action {
+        Action::QuarantineDevice { .. } => {
+            format!("Undo it with a `release_device` proposal for {subject}.")
+        }
+        Action::XdrIsolateEndpoint { .. } => {
+            format!("Undo it with an `xdr_unisolate_endpoint` proposal for {subject}.")
+        }
+        _ => "Review it before it is relied on.".to_string(),
+    };
+    Notice {
+        proposal: id.to_string(),
+        title: format!("Contained without asking: {} on {subject}", action.kind()),
+        text: format!(
+            "{} was approved by the standing approval {granted_by} granted ({granted_for}), \
+             without anyone being asked, and runs now. {undo}",
+            action.kind()
+        ),
+        facts: vec![
+            ("Device".into(), subject.to_string()),
+            ("Why".into(), reason.to_string()),
+            ("Standing approval by".into(), granted_by.to_string()),
+        ],
     }
 }
 

@@ -63,6 +63,8 @@ pub enum Action {
         details: String,
         playbook: String,
     },
+    /// A note in the war room of an XSOAR incident (its investigation), in Markdown.
+    XsoarWarRoomEntry { incident_id: String, entry: String },
     /// Tags a device's address so a dynamic address group puts it in quarantine, for
     /// `timeout_secs` (PAN-OS User-ID `register` with a timeout).
     QuarantineDevice {
@@ -101,9 +103,10 @@ pub enum Action {
 }
 
 /// The name of each kind, as policy files and the command line spell it.
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     "servicenow_incident",
     "xsoar_incident",
+    "xsoar_war_room_entry",
     "quarantine_device",
     "release_device",
     "xdr_case_comment",
@@ -116,7 +119,7 @@ pub const KINDS: [&str; 9] = [
 /// The risk class of a kind, by name.
 pub fn risk_of(kind: &str) -> Option<RiskClass> {
     Some(match kind {
-        "servicenow_incident" | "xdr_case_comment" => RiskClass::Low,
+        "servicenow_incident" | "xdr_case_comment" | "xsoar_war_room_entry" => RiskClass::Low,
         "xsoar_incident" | "xdr_custom_alert" | "release_device" => RiskClass::Medium,
         "quarantine_device"
         | "xdr_isolate_endpoint"
@@ -131,13 +134,14 @@ impl Action {
         match self {
             Action::ServicenowIncident { .. } => KINDS[0],
             Action::XsoarIncident { .. } => KINDS[1],
-            Action::QuarantineDevice { .. } => KINDS[2],
-            Action::ReleaseDevice { .. } => KINDS[3],
-            Action::XdrCaseComment { .. } => KINDS[4],
-            Action::XdrCustomAlert { .. } => KINDS[5],
-            Action::XdrIsolateEndpoint { .. } => KINDS[6],
-            Action::XdrUnisolateEndpoint { .. } => KINDS[7],
-            Action::PanosConfigChange { .. } => KINDS[8],
+            Action::XsoarWarRoomEntry { .. } => KINDS[2],
+            Action::QuarantineDevice { .. } => KINDS[3],
+            Action::ReleaseDevice { .. } => KINDS[4],
+            Action::XdrCaseComment { .. } => KINDS[5],
+            Action::XdrCustomAlert { .. } => KINDS[6],
+            Action::XdrIsolateEndpoint { .. } => KINDS[7],
+            Action::XdrUnisolateEndpoint { .. } => KINDS[8],
+            Action::PanosConfigChange { .. } => KINDS[9],
         }
     }
 
@@ -213,6 +217,10 @@ impl Action {
                 if *severity > 4 {
                     return Err("severity must be 0 to 4".into());
                 }
+            }
+            Action::XsoarWarRoomEntry { incident_id, entry } => {
+                text("incident_id", incident_id, 64)?;
+                text("entry", entry, 50_000)?;
             }
             Action::QuarantineDevice { tag, timeout_secs, device_id, .. } => {
                 text("device_id", device_id, 200)?;

@@ -23,8 +23,8 @@ pub enum ServiceNowAuth {
     },
     /// An OAuth access token obtained elsewhere.
     Bearer(Secret),
-    /// OAuth's password grant: the executor asks `/oauth_token.do` for an access token
-    /// and asks again shortly before it expires.
+    /// OAuth's password grant: the executor asks `/oauth_token.do` for an access token,
+    /// and renews it with the refresh token shortly before it expires.
     OAuth {
         client_id: String,
         client_secret: Secret,
@@ -46,8 +46,15 @@ pub struct ServiceNowConfig {
 pub struct ServiceNowExecutor {
     http: reqwest::Client,
     config: ServiceNowConfig,
-    /// The OAuth access token in use and when to stop using it.
-    token: tokio::sync::Mutex<Option<(Secret, std::time::Instant)>>,
+    /// The OAuth tokens in use.
+    token: tokio::sync::Mutex<Option<Token>>,
+}
+
+/// An OAuth access token, when to stop using it, and the refresh token that came with it.
+struct Token {
+    access: Secret,
+    refresh: Option<Secret>,
+    until: std::time::Instant,
 }
 
 const TARGET: &str = "ServiceNow";
@@ -86,49 +93,97 @@ impl ServiceNowExecutor {
         })
     }
 
-    /// A current OAuth access token, asked for with the password grant when there is
-    /// none or it expires within a minute.
+    /// A current OAuth access token. When there is none or it expires within a minute,
+    /// the refresh token from the last grant is spent first; if the instance refuses it
+    /// (expired or revoked), the password grant is made again.
     async fn access_token(&self) -> Result<Secret, Outcome> {
         let ServiceNowAuth::OAuth { client_id, client_secret, user, password } = &self.config.auth
         else {
             return Err(Outcome::Failed("not configured for OAuth".into()));
         };
         let mut token = self.token.lock().await;
-        if let Some((secret, until)) = token.as_ref()
-            && std::time::Instant::now() < *until
+        if let Some(held) = token.as_ref()
+            && std::time::Instant::now() < held.until
         {
-            return Ok(secret.clone());
+            return Ok(held.access.clone());
         }
-        // The token endpoint takes a form body; JSON is refused.
-        let form = [
+        let base = [("client_id", client_id.as_str()), ("client_secret", client_secret.expose())];
+        if let Some(refresh) = token.as_ref().and_then(|held| held.refresh.clone()) {
+            let mut form = base.to_vec();
+            form.extend([("grant_type", "refresh_token"), ("refresh_token", refresh.expose())]);
+            match self.grant(&form).await? {
+                Ok(fresh) => {
+                    let access = fresh.access.clone();
+                    *token = Some(fresh);
+                    return Ok(access);
+                }
+                // Refused: fall back to the password grant below.
+                Err(_) => *token = None,
+            }
+        }
+        let mut form = base.to_vec();
+        form.extend([
             ("grant_type", "password"),
-            ("client_id", client_id.as_str()),
-            ("client_secret", client_secret.expose()),
             ("username", user.as_str()),
             ("password", password.expose()),
-        ];
+        ]);
+        match self.grant(&form).await? {
+            Ok(fresh) => {
+                let access = fresh.access.clone();
+                *token = Some(fresh);
+                Ok(access)
+            }
+            Err(refused) => Err(refused),
+        }
+    }
+
+    /// One request to `/oauth_token.do`. The outer error is a transport failure; the
+    /// inner one the instance's refusal.
+    async fn grant(&self, form: &[(&str, &str)]) -> Result<Result<Token, Outcome>, Outcome> {
         let url = format!("{}/oauth_token.do", self.config.base_url.trim_end_matches('/'));
+        // The token endpoint takes a form body; JSON is refused.
         let response = self
             .http
             .post(url)
-            .form(&form)
+            .form(form)
             .send()
             .await
             .map_err(|err| transport_outcome(TARGET, err))?;
         let answer = read(response).await?;
+        if answer.status == 429 || answer.status >= 500 {
+            return Err(answer.failure());
+        }
         let access = answer.body["access_token"].as_str().filter(|_| answer.status == 200);
         let Some(access) = access else {
             let why = answer.body["error_description"]
                 .as_str()
                 .or_else(|| answer.body["error"].as_str())
                 .unwrap_or("no access_token in the answer");
-            return Err(status_outcome(TARGET, answer.status.max(400), answer.retry_after, why));
+            return Ok(Err(status_outcome(
+                TARGET,
+                answer.status.max(400),
+                answer.retry_after,
+                why,
+            )));
         };
         // ServiceNow's default lifetime is 1,800 s; renew a minute early.
         let lifetime = answer.body["expires_in"].as_u64().unwrap_or(1800).saturating_sub(60);
-        let secret = Secret::new(access);
-        *token = Some((secret.clone(), std::time::Instant::now() + Duration::from_secs(lifetime)));
-        Ok(secret)
+        Ok(Ok(Token {
+            access: Secret::new(access),
+            refresh: answer.body["refresh_token"].as_str().map(Secret::new),
+            until: std::time::Instant::now() + Duration::from_secs(lifetime),
+        }))
+    }
+
+    /// After a 401 the access token is of no more use (revoked before its time):
+    /// drop it so the next attempt asks for a new one.
+    async fn forget_token_after(&self, status: u16) {
+        if status == 401
+            && matches!(self.config.auth, ServiceNowAuth::OAuth { .. })
+            && let Some(held) = self.token.lock().await.as_mut()
+        {
+            held.until = std::time::Instant::now();
+        }
     }
 
     /// The incident an earlier attempt opened under this key, if any.
@@ -146,6 +201,7 @@ impl ServiceNowExecutor {
             .map_err(|err| transport_outcome(TARGET, err))?;
         let answer = read(response).await?;
         if answer.status != 200 {
+            self.forget_token_after(answer.status).await;
             return Err(answer.failure());
         }
         Ok(answer.body["result"].as_array().and_then(|found| found.first()).cloned())
@@ -234,7 +290,10 @@ impl Executor for ServiceNowExecutor {
             Ok(created) if matches!(created.status, 200 | 201) => Outcome::Succeeded(json!({
                 "sys_id": created.body["result"]["sys_id"],
                 "number": created.body["result"]["number"]})),
-            Ok(failed) => failed.failure(),
+            Ok(failed) => {
+                self.forget_token_after(failed.status).await;
+                failed.failure()
+            }
             Err(outcome) => outcome,
         }
     }

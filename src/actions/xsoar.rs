@@ -1,11 +1,17 @@
 //! Opens Cortex XSOAR incidents that run a playbook (`POST /incident` with
-//! `createInvestigation`), on XSOAR 6 (`https://<host>`, `Authorization: <key>`) and
-//! XSOAR 8 (`https://api-<fqdn>/xsoar/public/v1`, with `x-xdr-auth-id` as well).
+//! `createInvestigation`) and writes war-room entries (`POST /entry`), on XSOAR 6
+//! (`https://<host>`, `Authorization: <key>`) and XSOAR 8 (`https://api-<fqdn>`, under
+//! `/xsoar/public/v1` for the public incident API and `/xsoar` for the rest, with
+//! `x-xdr-auth-id` as well).
 //!
-//! The incident's name ends with the proposal id, and every attempt first searches for
+//! An incident's name ends with the proposal id, and every attempt first searches for
 //! that name (`POST /incidents/search`), so a retry after a lost answer finds the
 //! incident the first attempt opened. The search query syntax is XSOAR's incident
 //! query language as its public clients use it; it was not checked against a server.
+//!
+//! An entry takes no idempotency key, so it carries a marker with the proposal id, and
+//! a retry reads the investigation's latest entries (`POST /investigation/{id}`) for
+//! that marker before writing again.
 
 use std::time::Duration;
 
@@ -45,6 +51,7 @@ impl XsoarExecutor {
         Ok(XsoarExecutor { http, config })
     }
 
+    /// The URL of a path of the public incident API (`/incident`, `/incidents/search`).
     fn url(&self, path: &str) -> String {
         let base = self.config.base_url.trim_end_matches('/');
         match self.config.key_id {
@@ -53,10 +60,26 @@ impl XsoarExecutor {
         }
     }
 
+    /// The URL of a path outside XSOAR 8's `public/v1` set (`/entry`, `/investigation`),
+    /// which XSOAR 8 serves under `/xsoar` alone.
+    // TODO: confirm the XSOAR 8 prefix for `/entry` and `/investigation/{id}` against a
+    // live tenant; public clients use `/xsoar/<path>`, the vendor page was not read.
+    fn url_outside_public(&self, path: &str) -> String {
+        let base = self.config.base_url.trim_end_matches('/');
+        match self.config.key_id {
+            Some(_) => format!("{base}/xsoar{path}"),
+            None => format!("{base}{path}"),
+        }
+    }
+
     async fn post(&self, path: &str, body: &Value) -> Result<Value, Outcome> {
+        self.post_url(self.url(path), body).await
+    }
+
+    async fn post_url(&self, url: String, body: &Value) -> Result<Value, Outcome> {
         let mut request = self
             .http
-            .post(self.url(path))
+            .post(url)
             .header(reqwest::header::AUTHORIZATION, self.config.api_key.expose())
             .header(reqwest::header::ACCEPT, "application/json")
             .json(body);
@@ -85,10 +108,66 @@ impl XsoarExecutor {
 #[async_trait]
 impl Executor for XsoarExecutor {
     fn handles(&self, action: &Action) -> bool {
-        matches!(action, Action::XsoarIncident { .. })
+        matches!(action, Action::XsoarIncident { .. } | Action::XsoarWarRoomEntry { .. })
     }
 
     async fn execute(&self, approved: &Approved) -> Outcome {
+        match approved.action() {
+            Action::XsoarIncident { .. } => self.open_incident(approved).await,
+            Action::XsoarWarRoomEntry { incident_id, entry } => {
+                self.write_entry(approved, incident_id, entry).await
+            }
+            other => Outcome::Failed(format!("{} is not an XSOAR action", other.kind())),
+        }
+    }
+}
+
+/// The marker an entry carries, so a retry can tell it was already written.
+fn entry_marker(key: &str) -> String {
+    format!("[pivotwatch {key}]")
+}
+
+/// How many of an investigation's latest entries a retry reads for its marker. An
+/// entry written by a lost attempt is at most a few minutes old, so it is among them
+/// unless the war room is extraordinarily busy.
+const ENTRY_LOOKBACK: u32 = 200;
+
+impl XsoarExecutor {
+    async fn write_entry(&self, approved: &Approved, incident_id: &str, entry: &str) -> Outcome {
+        let marker = entry_marker(approved.key());
+        if approved.attempt() > 1 {
+            let path = format!("/investigation/{incident_id}");
+            let filter = json!({"pageSize": ENTRY_LOOKBACK});
+            match self.post_url(self.url_outside_public(&path), &filter).await {
+                Ok(investigation) => {
+                    let written = investigation["entries"].as_array().is_some_and(|entries| {
+                        entries
+                            .iter()
+                            .any(|e| e["contents"].as_str().is_some_and(|c| c.contains(&marker)))
+                    });
+                    if written {
+                        return Outcome::Succeeded(
+                            json!({"investigationId": incident_id, "already_written": true}),
+                        );
+                    }
+                }
+                Err(outcome) => return outcome,
+            }
+        }
+        let body = json!({
+            "investigationId": incident_id,
+            "data": format!("{entry}\n\n{marker}"),
+            "markdown": true,
+        });
+        match self.post_url(self.url_outside_public("/entry"), &body).await {
+            Ok(created) => {
+                Outcome::Succeeded(json!({"investigationId": incident_id, "entry": created["id"]}))
+            }
+            Err(outcome) => outcome,
+        }
+    }
+
+    async fn open_incident(&self, approved: &Approved) -> Outcome {
         let Action::XsoarIncident { name, incident_type, severity, details, playbook } =
             approved.action()
         else {

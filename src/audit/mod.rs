@@ -52,6 +52,8 @@ pub enum Kind {
     Proposal,
     Decision,
     Execution,
+    /// A notice sent (or not) to people about an action taken on their standing approval.
+    Notification,
     Config,
 }
 
@@ -63,6 +65,7 @@ impl Kind {
             Kind::Proposal => "proposal",
             Kind::Decision => "decision",
             Kind::Execution => "execution",
+            Kind::Notification => "notification",
             Kind::Config => "config",
         }
     }

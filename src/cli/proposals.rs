@@ -9,7 +9,8 @@ use anyhow::Context;
 use super::audit::DatabaseArgs;
 use crate::actions::policy::Phase;
 use crate::actions::{
-    Action, Executor, Gate, Policy, Proposal, State, Users, run_approved, settings,
+    Action, Channel, Executor, Gate, Policy, Proposal, State, Users, deliver_notices, notify,
+    run_approved, settings,
 };
 use crate::audit::Actor;
 use crate::xdr::connect::TenantSettings;
@@ -108,7 +109,7 @@ pub fn run(args: ProposalsArgs) -> anyhow::Result<i32> {
         Some(path) => Policy::load(path).map_err(anyhow::Error::msg)?,
         None => Policy::default(),
     };
-    let gate = Gate::new(store, policy, users);
+    let gate = Gate::new(store.clone(), policy, users);
     runtime.block_on(async {
         match args.command {
             ProposalsCommand::List { state, json } => {
@@ -169,9 +170,19 @@ pub fn run(args: ProposalsArgs) -> anyhow::Result<i32> {
                 let executors = settings::executors(tenant.xdr(), &settings::from_env)
                     .map_err(anyhow::Error::msg)?;
                 let executors: Vec<&dyn Executor> = executors.iter().map(|e| e.as_ref()).collect();
+                let channels = notify::channels(&settings::from_env, Duration::from_secs(30))
+                    .map_err(anyhow::Error::msg)?;
+                let channels: Vec<&dyn Channel> = channels.iter().map(|c| c.as_ref()).collect();
                 let worker = format!("cli-{}", std::process::id());
+                // Notices first: a containment approved on a standing approval is
+                // announced before it runs.
+                let sent =
+                    deliver_notices(&store, &channels, &worker, Duration::from_secs(60)).await?;
                 let n = run_approved(&gate, &executors, &worker, Duration::from_secs(300)).await?;
-                println!("{n} approved proposals attempted on the {}", tenant.describe());
+                println!(
+                    "{n} approved proposals attempted on the {}; {sent} notices handled",
+                    tenant.describe()
+                );
                 Ok(0)
             }
         }

@@ -35,16 +35,16 @@ pub struct JobCounts {
 const CLAIM_POSTGRES: &str = "UPDATE jobs SET state = 'running', locked_by = $1, \
      locked_until_ms = $2, attempts = attempts + 1 \
      WHERE id = (SELECT id FROM jobs \
-        WHERE (state = 'queued' AND run_after_ms <= $3) \
-           OR (state = 'running' AND locked_until_ms < $3) \
+        WHERE kind = $4 AND ((state = 'queued' AND run_after_ms <= $3) \
+           OR (state = 'running' AND locked_until_ms < $3)) \
         ORDER BY run_after_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
      RETURNING id, kind, payload, attempts";
 
 const CLAIM_SQLITE: &str = "UPDATE jobs SET state = 'running', locked_by = $1, \
      locked_until_ms = $2, attempts = attempts + 1 \
      WHERE id = (SELECT id FROM jobs \
-        WHERE (state = 'queued' AND run_after_ms <= $3) \
-           OR (state = 'running' AND locked_until_ms < $3) \
+        WHERE kind = $4 AND ((state = 'queued' AND run_after_ms <= $3) \
+           OR (state = 'running' AND locked_until_ms < $3)) \
         ORDER BY run_after_ms, id LIMIT 1) \
      RETURNING id, kind, payload, attempts";
 
@@ -74,10 +74,12 @@ impl Store {
         Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
     }
 
-    /// Claims the oldest ready job (or one whose lease ran out) for `worker` until
-    /// `now_ms + lease_ms`.
+    /// Claims the oldest ready job of `kind` (or one whose lease ran out) for `worker`
+    /// until `now_ms + lease_ms`. Each kind has its own worker loop, so a backlog of one
+    /// kind never holds up another.
     pub async fn claim(
         &self,
+        kind: &str,
         worker: &str,
         lease_ms: i64,
         now_ms: i64,
@@ -90,6 +92,7 @@ impl Store {
             .bind(worker)
             .bind(now_ms.saturating_add(lease_ms))
             .bind(now_ms)
+            .bind(kind)
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else { return Ok(None) };

@@ -166,11 +166,18 @@ const STANDING: [&str; 2] = [
         at_ms BIGINT NOT NULL)",
 ];
 
-const MIGRATIONS: [Migration; 4] = [
+/// Each job kind has its own worker loop, which claims by kind.
+const JOBS_BY_KIND: [&str; 2] = [
+    "DROP INDEX jobs_ready",
+    "CREATE INDEX jobs_ready_by_kind ON jobs (kind, state, run_after_ms, id)",
+];
+
+const MIGRATIONS: [Migration; 5] = [
     Migration { version: 1, sqlite: &TABLES, postgres: &TABLES },
     Migration { version: 2, sqlite: &SQLITE_V1, postgres: &POSTGRES_V1 },
     Migration { version: 3, sqlite: &[JOBS_INDEX], postgres: &[JOBS_INDEX] },
     Migration { version: 4, sqlite: &STANDING, postgres: &STANDING },
+    Migration { version: 5, sqlite: &JOBS_BY_KIND, postgres: &JOBS_BY_KIND },
 ];
 
 /// The advisory lock key that serialises migrations across replicas ("pw-migr").
