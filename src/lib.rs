@@ -9,6 +9,8 @@
 //! - `xdr`: the Cortex XDR boundary: the `Xdr` trait, its wire types and the REST client.
 //! - `store`: SQLite or PostgreSQL: proposals, decisions, executions, audit, jobs.
 //! - `audit`: the hash-chained audit trail on top of `store`.
+//! - `knowledge`: ATT&CK for ICS, device knowledge and past cases, searchable (embedded
+//!   index or Qdrant).
 //! - `actions`: typed actions, the approval gate and policy, executors.
 //! - `cli`: the command-line front end; thin glue over the modules above.
 
@@ -17,6 +19,7 @@ pub mod audit;
 pub mod baseline;
 pub mod cli;
 pub mod ingest;
+pub mod knowledge;
 pub mod model;
 pub mod pipeline;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The command-line front end. Each command lives in its own file, parses nothing
 //! itself beyond its flags, and calls into the library; `main.rs` only dispatches.
 
+mod attack;
 mod audit;
 mod demo;
 mod detect;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub use attack::AttackArgs;
 pub use audit::AuditArgs;
 pub use detect::DetectArgs;
 pub use ingest::IngestArgs;
@@ -56,6 +58,8 @@ pub enum Command {
     Audit(AuditArgs),
     /// Propose, approve, reject and execute side-effecting actions.
     Proposals(ProposalsArgs),
+    /// Look up and search MITRE ATT&CK for ICS and the device knowledge.
+    Attack(AttackArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,5 +84,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::XdrSim(args) => xdr_sim::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Proposals(args) => proposals::run(args),
+        Command::Attack(args) => attack::run(args),
     }
 }

@@ -172,12 +172,30 @@ const JOBS_BY_KIND: [&str; 2] = [
     "CREATE INDEX jobs_ready_by_kind ON jobs (kind, state, run_after_ms, id)",
 ];
 
-const MIGRATIONS: [Migration; 5] = [
+/// Triaged cases and the verdicts analysts gave them, for comparison with new ones.
+const CASES: [&str; 2] = [
+    "CREATE TABLE cases (
+        id TEXT PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        vendor TEXT,
+        model TEXT,
+        summary TEXT NOT NULL,
+        techniques TEXT NOT NULL,
+        verdict TEXT,
+        verdict_by TEXT,
+        verdict_reason TEXT,
+        created_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+    "CREATE INDEX cases_device ON cases (device_id)",
+];
+
+const MIGRATIONS: [Migration; 6] = [
     Migration { version: 1, sqlite: &TABLES, postgres: &TABLES },
     Migration { version: 2, sqlite: &SQLITE_V1, postgres: &POSTGRES_V1 },
     Migration { version: 3, sqlite: &[JOBS_INDEX], postgres: &[JOBS_INDEX] },
     Migration { version: 4, sqlite: &STANDING, postgres: &STANDING },
     Migration { version: 5, sqlite: &JOBS_BY_KIND, postgres: &JOBS_BY_KIND },
+    Migration { version: 6, sqlite: &CASES, postgres: &CASES },
 ];
 
 /// The advisory lock key that serialises migrations across replicas ("pw-migr").

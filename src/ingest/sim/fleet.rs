@@ -646,6 +646,11 @@ impl Fleet {
 
 /// Splits the fleet among the kinds by weight (largest remainder), with at least three
 /// of each kind once there are 30 devices, so every kind has a peer group.
+/// Every field-device model the simulator uses, as (vendor, model); servers excluded.
+pub fn field_models() -> Vec<(&'static str, &'static str)> {
+    KINDS.iter().flat_map(|kind| kind.models.iter().map(|m| (m.vendor, m.model))).collect()
+}
+
 pub(crate) fn allocate(total: usize) -> [usize; 8] {
     let floor = if total >= 30 { 3 } else { 0 };
     let mut counts = [floor; 8];

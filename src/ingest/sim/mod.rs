@@ -33,6 +33,7 @@ use crate::timefmt::rfc3339;
 use clock::{DAY, HOUR, SECOND, as_secs};
 use connlog::{ConnLogWriter, Uid};
 use fleet::Fleet;
+pub use fleet::field_models;
 use flow::SimFlow;
 use plan::{Bounds, Plan};
 use random::mix;
