@@ -42,6 +42,16 @@ fn the_demo_finds_the_attacks_and_its_hunts_name_the_culprits() {
     assert!(stdout.contains("herself: refused"), "{stdout}");
     assert!(stdout.contains("1 action ran, succeeded"), "{stdout}");
     assert!(stdout.contains("chain holds"), "{stdout}");
+    // Detection's technique IDs are resolved to names and tactics, and behaviour in an
+    // analyst's words is mapped to techniques with the terms that matched.
+    assert!(
+        stdout.contains("T0886 Remote Services (Initial Access, Lateral Movement)"),
+        "{stdout}"
+    );
+    let mapped = stdout.split("from an analyst's words").nth(1).unwrap_or_default();
+    assert!(mapped.contains("T0832 Manipulation of View"), "{mapped}");
+    assert!(mapped.contains("T0843 Program Download"), "{mapped}");
+    assert!(mapped.contains("matched terms:"), "{mapped}");
 
     // The hunts run over the replay tenant the demo loaded.
     let inventory = read_inventory(&dir.path().join("inventory.csv")).unwrap();

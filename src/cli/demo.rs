@@ -78,6 +78,7 @@ fn demo_in(dir: &Path, seed: u64) -> anyhow::Result<i32> {
     drop(out);
     let replay = hunt(dir, &output.detection.findings)?;
     approve_and_post(dir, replay)?;
+    map_behaviours()?;
 
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -91,6 +92,35 @@ fn demo_in(dir: &Path, seed: u64) -> anyhow::Result<i32> {
          then pivotwatch xql run '<query>' or pivotwatch xdr-sim to serve it over the Cortex XDR API"
     )?;
     Ok(0)
+}
+
+/// Behaviours in an analyst's words that the detection rules leave unmapped.
+const BEHAVIOURS: [&str; 3] = [
+    "HMI shows normal values while the process drifts",
+    "vendor laptop plugged into the clinical VLAN ran a scan of the pumps",
+    "S7comm program download and a PLC STOP from a host not in the inventory",
+];
+
+/// Shows the knowledge base mapping behaviour to ATT&CK for ICS, each with its reason.
+fn map_behaviours() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let started = Instant::now();
+    let knowledge = runtime.block_on(crate::knowledge::Knowledge::embedded_default())?;
+    let built = started.elapsed().as_secs_f64() * 1e3;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "\nATT&CK for ICS from an analyst's words (embedded index built in {built:.0} ms; \
+         `pivotwatch attack search` for more):"
+    )?;
+    for behaviour in BEHAVIOURS {
+        let mappings = runtime.block_on(knowledge.map_behaviour(behaviour, 3))?;
+        writeln!(out, "  \"{behaviour}\"")?;
+        for m in mappings {
+            writeln!(out, "    {} {} ({}): {}", m.id, m.name, m.tactics.join(", "), m.reason)?;
+        }
+    }
+    Ok(())
 }
 
 /// The hunts look at the scored half of the default simulation.
@@ -226,7 +256,14 @@ fn write_finding(out: &mut impl Write, finding: &Finding) -> std::io::Result<()>
         finding.window_end
     )?;
     if !finding.techniques.is_empty() {
-        writeln!(out, "    ATT&CK for ICS: {}", finding.techniques.join(", "))?;
+        let named: Vec<String> = match crate::knowledge::resolve(&finding.techniques) {
+            Ok(resolved) => resolved
+                .iter()
+                .map(|t| format!("{} {} ({})", t.id, t.name, t.tactics.join(", ")))
+                .collect(),
+            Err(_) => finding.techniques.clone(),
+        };
+        writeln!(out, "    ATT&CK for ICS: {}", named.join("; "))?;
     }
     for reason in finding.reasons.iter().take(3) {
         writeln!(

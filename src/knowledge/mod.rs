@@ -233,7 +233,7 @@ impl Knowledge {
                 let reason = if hit.matched.is_empty() {
                     "closest in meaning to the description (dense retrieval)".to_string()
                 } else {
-                    format!("shares {} with the description", hit.matched.join(", "))
+                    format!("matched terms: {}", hit.matched.join(", "))
                 };
                 Mapping { id: hit.doc.id, name: hit.doc.title, tactics, score: hit.score, reason }
             })
