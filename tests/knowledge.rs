@@ -29,7 +29,7 @@ async fn sparse_retrieval_on_the_held_out_set() {
     let knowledge = knowledge::Knowledge::embedded_default().await.unwrap();
     let score = score_mapping(&knowledge, &cases, Mode::Sparse).await.unwrap();
     eprintln!("held out, sparse: {score:?}");
-    assert!(score.recall_at_5 >= 0.5, "{score:?}");
+    assert!(score.recall_at_5 >= 0.6, "{score:?}");
 }
 
 /// The shipped device knowledge describes what the simulator's devices do: every model
@@ -235,4 +235,62 @@ fn attack_show_and_search_at_the_command_line() {
     let (code, _, err) = run(&["attack", "search", "x", "--mode", "fuzzy"]);
     assert_ne!(code, Some(0));
     assert!(err.contains("--mode"), "{err}");
+}
+
+#[test]
+fn cases_are_recorded_judged_and_found_again_at_the_command_line() {
+    let bin = env!("CARGO_BIN_EXE_pivotwatch");
+    let dir = tempfile::TempDir::new().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .arg("cases")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("PIVOTWATCH_DATABASE_URL")
+            .env_remove("PIVOTWATCH_QDRANT_URL")
+            .env_remove("PIVOTWATCH_EMBEDDINGS_URL")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    for (id, device, summary, technique) in [
+        ("41", "pump-0007", "pump opened SSH to 203.0.113.9 at night", "T0886"),
+        ("42", "cam-0003", "camera HTTPS beacon to a new cloud host every 60 s", "T0869"),
+        ("43", "plc-0002", "firmware update from the vendor after maintenance", "T0857"),
+    ] {
+        let (code, _, err) = run(&[
+            "record",
+            "--id",
+            id,
+            "--device",
+            device,
+            "--summary",
+            summary,
+            "--technique",
+            technique,
+        ]);
+        assert_eq!(code, Some(0), "{err}");
+    }
+    let (code, _, err) =
+        run(&["record", "--id", "44", "--device", "d", "--summary", "s", "--technique", "T0841"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("T0841"), "{err}");
+    let (code, _, err) =
+        run(&["verdict", "43", "benign_change", "--as", "ana", "--reason", "planned maintenance"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&["verdict", "43", "maybe", "--as", "ana"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("benign_change"), "{err}");
+    let (code, out, _) = run(&["similar", "PLC got a firmware update", "-k", "2"]);
+    assert_eq!(code, Some(0));
+    let first = out.lines().next().unwrap();
+    assert!(first.starts_with("case:43") && first.contains("benign_change"), "{out}");
+    let (_, out, _) = run(&["list", "--json"]);
+    let all: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 3);
 }

@@ -3,6 +3,7 @@
 
 mod attack;
 mod audit;
+mod cases;
 mod demo;
 mod detect;
 mod ingest;
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 pub use attack::AttackArgs;
 pub use audit::AuditArgs;
+pub use cases::CasesArgs;
 pub use detect::DetectArgs;
 pub use ingest::IngestArgs;
 pub use proposals::ProposalsArgs;
@@ -60,6 +62,8 @@ pub enum Command {
     Proposals(ProposalsArgs),
     /// Look up and search MITRE ATT&CK for ICS and the device knowledge.
     Attack(AttackArgs),
+    /// Triaged cases, analysts' verdicts, and the past cases most like a new one.
+    Cases(CasesArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,5 +89,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(args) => audit::run(args),
         Command::Proposals(args) => proposals::run(args),
         Command::Attack(args) => attack::run(args),
+        Command::Cases(args) => cases::run(args),
     }
 }

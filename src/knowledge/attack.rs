@@ -37,6 +37,10 @@ pub struct Technique {
     /// Groups, software and campaigns known to use it.
     pub used_by: Vec<String>,
     pub platforms: Vec<String>,
+    /// How it shows, from the analytics of the detection strategies that detect it:
+    /// observables ("monitor for new connections to ...") in defenders' words.
+    #[serde(default)]
+    pub detection: String,
 }
 
 /// ATT&CK for ICS, loaded and joined.
@@ -154,6 +158,7 @@ impl Attack {
                             assets: Vec::new(),
                             used_by: Vec::new(),
                             platforms,
+                            detection: String::new(),
                         },
                     );
                 }
@@ -196,6 +201,7 @@ impl Attack {
                 attack.related.entry(other.clone()).or_default().insert(technique.clone());
             }
         }
+        attach_detections(objects, &live, &mut attack);
         for technique in attack.techniques.values_mut() {
             for list in [&mut technique.mitigations, &mut technique.assets, &mut technique.used_by]
             {
@@ -238,6 +244,42 @@ impl Attack {
             ));
         }
         Err(format!("{id} is not an ATT&CK for ICS technique"))
+    }
+}
+
+/// Joins each technique to the analytics of the detection strategies that detect it
+/// (`detects` relationships, then `x_mitre_analytic_refs`).
+fn attach_detections(objects: &[Value], live: &HashMap<&str, (Kind, String)>, attack: &mut Attack) {
+    let analytics: HashMap<&str, &str> = objects
+        .iter()
+        .filter(|o| o["type"] == "x-mitre-analytic")
+        .filter_map(|o| Some((o["id"].as_str()?, o["description"].as_str()?)))
+        .collect();
+    let strategies: HashMap<&str, &Value> = objects
+        .iter()
+        .filter(|o| o["type"] == "x-mitre-detection-strategy")
+        .filter(|o| !o["x_mitre_deprecated"].as_bool().unwrap_or(false))
+        .filter_map(|o| Some((o["id"].as_str()?, o)))
+        .collect();
+    for relation in objects.iter().filter(|o| o["relationship_type"] == "detects") {
+        let Some(strategy) = strategies.get(relation["source_ref"].as_str().unwrap_or_default())
+        else {
+            continue;
+        };
+        let Some((Kind::Technique, id)) =
+            live.get(relation["target_ref"].as_str().unwrap_or_default())
+        else {
+            continue;
+        };
+        let Some(technique) = attack.techniques.get_mut(id) else { continue };
+        for analytic in strategy["x_mitre_analytic_refs"].as_array().into_iter().flatten() {
+            if let Some(text) = analytic.as_str().and_then(|a| analytics.get(a)) {
+                if !technique.detection.is_empty() {
+                    technique.detection.push('\n');
+                }
+                technique.detection.push_str(&readable(text));
+            }
+        }
     }
 }
 

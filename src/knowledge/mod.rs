@@ -313,10 +313,11 @@ pub fn attack_docs(attack: &Attack) -> Vec<Doc> {
             t.tactics.iter().map(|s| attack.tactic_name(s).to_string()).collect();
         let assets: Vec<&str> = t.assets.iter().filter_map(|a| attack.name(a)).collect();
         let text = format!(
-            "{}\nTactics: {}.\nTargets: {}.",
+            "{}\nTactics: {}.\nTargets: {}.\nHow it shows: {}",
             t.entry.description,
             tactics.join(", "),
-            assets.join(", ")
+            assets.join(", "),
+            t.detection
         );
         let mut fields = BTreeMap::new();
         fields.insert("tactic".to_string(), t.tactics.clone());
