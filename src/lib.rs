@@ -12,9 +12,11 @@
 //! - `knowledge`: ATT&CK for ICS, device knowledge and past cases, searchable (embedded
 //!   index or Qdrant).
 //! - `actions`: typed actions, the approval gate and policy, executors.
+//! - `agent`: hunts (the offline planner today) over the tenant and the knowledge base.
 //! - `cli`: the command-line front end; thin glue over the modules above.
 
 pub mod actions;
+pub mod agent;
 pub mod audit;
 pub mod baseline;
 pub mod cli;

@@ -27,6 +27,7 @@ use crate::model::{Finding, Flow, Inventory, PeerAttr, Severity};
 pub use cluster::TypeMismatch;
 pub use iforest::{ForestParams, IsolationForest};
 pub use profile::FEATURE_NAMES;
+pub(crate) use score::human_bytes;
 use window::{Registry, Windows};
 
 /// How a detection run groups devices and cuts time.

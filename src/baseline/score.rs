@@ -729,7 +729,7 @@ fn evidence(window: &WindowAcc, novelties: &[Novelty]) -> Evidence {
     }
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     let b = bytes as f64;
     match bytes {
         0..1_000 => format!("{bytes} B"),

@@ -6,6 +6,7 @@ mod audit;
 mod cases;
 mod demo;
 mod detect;
+mod hunt;
 mod ingest;
 mod proposals;
 mod replay;
@@ -21,6 +22,7 @@ pub use attack::AttackArgs;
 pub use audit::AuditArgs;
 pub use cases::CasesArgs;
 pub use detect::DetectArgs;
+pub use hunt::HuntArgs;
 pub use ingest::IngestArgs;
 pub use proposals::ProposalsArgs;
 pub use replay::{DataDirArg, ReplayArgs};
@@ -64,6 +66,8 @@ pub enum Command {
     Attack(AttackArgs),
     /// Triaged cases, analysts' verdicts, and the past cases most like a new one.
     Cases(CasesArgs),
+    /// Answers a hunting question in plain language with XQL on the tenant.
+    Hunt(HuntArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,5 +94,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Proposals(args) => proposals::run(args),
         Command::Attack(args) => attack::run(args),
         Command::Cases(args) => cases::run(args),
+        Command::Hunt(args) => hunt::run(args),
     }
 }

@@ -310,7 +310,7 @@ fn run_remote(
 }
 
 /// Rows of a tenant's answer as a table, columns in order of first appearance.
-fn rows_table(rows: &[crate::xdr::Row]) -> Table {
+pub(super) fn rows_table(rows: &[crate::xdr::Row]) -> Table {
     let mut names: Vec<String> = Vec::new();
     for row in rows {
         for name in row.keys() {

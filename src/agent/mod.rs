@@ -1,0 +1,8 @@
+//! The agent: answers hunters' questions and writes triage for analysts by calling typed
+//! tools. Without a model configured, the offline planner answers hunts
+//! deterministically from a grammar of IoT/OT hunt intents.
+
+pub mod hunt;
+pub mod planner;
+
+pub use hunt::{FollowUp, HuntResult, hunt_offline};
