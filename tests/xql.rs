@@ -235,3 +235,24 @@ fn print_examples() {
         }
     }
 }
+
+#[test]
+fn an_extract_time_part_the_engine_does_not_compute_is_refused_by_name() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let flows = dir.path().join("conn.log");
+    std::fs::write(
+        &flows,
+        "{\"ts\":1773023400.0,\"id.orig_h\":\"10.0.0.1\",\"id.orig_p\":50000,\
+         \"id.resp_h\":\"10.0.0.2\",\"id.resp_p\":443,\"proto\":\"tcp\"}\n",
+    )
+    .unwrap();
+    pivotwatch::xdr::replay::Replay::load(dir.path(), None, std::slice::from_ref(&flows)).unwrap();
+    let replay = pivotwatch::xdr::replay::Replay::open(dir.path()).unwrap();
+    let err = replay
+        .query("dataset = xdr_data | alter w = extract_time(_time, \"WEEK\")", None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("WEEK") && err.contains("DAYOFWEEK"), "{err}");
+    let ok = replay.query("dataset = xdr_data | alter h = extract_time(_time, \"hour\")", None);
+    assert!(ok.is_ok(), "{ok:?}");
+}

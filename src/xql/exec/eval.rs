@@ -49,7 +49,7 @@ pub(super) enum Arith {
     Div,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Func {
     Lowercase,
     Uppercase,
@@ -271,6 +271,18 @@ pub(super) fn compile(e: &Expr, table: &Table, ctx: &Ctx<'_>) -> Result<CExpr, E
             let mut compiled = Vec::with_capacity(args.len());
             for arg in args {
                 compiled.push(compile(arg, table, ctx)?);
+            }
+            // A part this engine does not compute is refused by name, never a column of
+            // nulls that reads like an empty answer.
+            if func == Func::ExtractTime
+                && let Some(CExpr::Lit(part)) = compiled.get(1)
+                && !TIME_PARTS.contains(&part.to_text().to_ascii_uppercase().as_str())
+            {
+                return Err(ctx.unsupported(format!(
+                    "the extract_time part `{}` (parts: {})",
+                    part.to_text(),
+                    TIME_PARTS.join(", ")
+                )));
             }
             CExpr::Call { func, args: compiled, now_ms: ctx.now_ms }
         }
@@ -739,6 +751,10 @@ fn call(func: Func, args: &[CExpr], t: &Table, row: usize, now_ms: i64) -> Value
         },
     }
 }
+
+/// The parts `extract_time` computes.
+const TIME_PARTS: [&str; 8] =
+    ["SECOND", "MINUTE", "HOUR", "DAY", "DAYOFWEEK", "DAYOFYEAR", "MONTH", "YEAR"];
 
 /// `extract_time(ts, part)` in UTC; the day of the week counts from 1 on Sunday.
 fn extract_time(ms: i64, part: &str) -> Value {
