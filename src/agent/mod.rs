@@ -2,7 +2,10 @@
 //! tools. Without a model configured, the offline planner answers hunts
 //! deterministically from a grammar of IoT/OT hunt intents.
 
+pub mod grounding;
 pub mod hunt;
 pub mod planner;
+pub mod triage;
 
 pub use hunt::{FollowUp, HuntResult, hunt_offline};
+pub use triage::{TriageResult, triage_offline};

@@ -11,6 +11,7 @@ mod ingest;
 mod proposals;
 mod replay;
 mod simulate;
+mod triage;
 mod xdr_sim;
 mod xql;
 
@@ -27,6 +28,7 @@ pub use ingest::IngestArgs;
 pub use proposals::ProposalsArgs;
 pub use replay::{DataDirArg, ReplayArgs};
 pub use simulate::SimulateArgs;
+pub use triage::TriageArgs;
 pub use xdr_sim::XdrSimArgs;
 pub use xql::XqlArgs;
 
@@ -68,6 +70,8 @@ pub enum Command {
     Cases(CasesArgs),
     /// Answers a hunting question in plain language with XQL on the tenant.
     Hunt(HuntArgs),
+    /// Writes up one finding from its evidence and proposes actions for approval.
+    Triage(TriageArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,5 +99,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Attack(args) => attack::run(args),
         Command::Cases(args) => cases::run(args),
         Command::Hunt(args) => hunt::run(args),
+        Command::Triage(args) => triage::run(args),
     }
 }

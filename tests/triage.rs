@@ -1,0 +1,137 @@
+//! Offline triage on the simulator's data: a narrative grounded in its evidence, the
+//! context gathered through the tenant, proposals that wait for approval, and a checker
+//! that catches a figure the evidence does not hold.
+
+#![allow(clippy::unwrap_used, reason = "a test should stop at the first unexpected error")]
+
+use pivotwatch::agent::grounding::{self, Fact};
+use pivotwatch::agent::triage_offline;
+use pivotwatch::baseline::DetectConfig;
+use pivotwatch::ingest::sim::{CONN_LOG_FILE, INVENTORY_FILE, SimConfig, simulate};
+use pivotwatch::model::{Finding, Severity};
+use pivotwatch::pipeline::{BaselineSource, DetectInput, detect_files};
+use pivotwatch::xdr::replay::Replay;
+
+/// A simulated fleet loaded as a replay tenant, and its critical findings, riskiest first.
+fn fleet(dir: &std::path::Path) -> (Replay, Vec<Finding>) {
+    let config = SimConfig { devices: 60, days: 10, seed: 7, ..SimConfig::default() };
+    let summary = simulate(&config, dir).unwrap();
+    let inventory = dir.join(INVENTORY_FILE);
+    let conn_log = dir.join(CONN_LOG_FILE);
+    Replay::load(dir, Some(&inventory), std::slice::from_ref(&conn_log)).unwrap();
+    let input = DetectInput {
+        inventory: Some(inventory),
+        flows: vec![conn_log],
+        baseline: BaselineSource::Until(summary.baseline_until),
+    };
+    let output = detect_files(DetectConfig::default(), &input, &mut |_| {}).unwrap();
+    let mut critical: Vec<Finding> = output
+        .detection
+        .findings
+        .into_iter()
+        .filter(|f| f.severity == Severity::Critical)
+        .collect();
+    critical.sort_by(|a, b| b.risk.total_cmp(&a.risk));
+    (Replay::open(dir).unwrap(), critical)
+}
+
+#[tokio::test]
+async fn a_critical_finding_is_written_up_from_its_evidence_only() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (replay, critical) = fleet(dir.path());
+    assert!(critical.len() >= 3);
+    for finding in critical.iter().take(5) {
+        let result = triage_offline(finding, &replay, None).await;
+        assert!(
+            result.grounded,
+            "{}: {:?}\n{}",
+            finding.device_id, result.unsupported, result.narrative
+        );
+        let tools: Vec<&str> = result.evidence.iter().map(|e| e.tool.as_str()).collect();
+        for tool in ["detection", "get_device_profile", "run_xql"] {
+            assert!(tools.contains(&tool), "{tools:?}");
+        }
+        // The context came from the tenant: the profile names the device, the 24-hour
+        // look found its flows.
+        assert!(result.narrative.contains(&finding.ip.to_string()));
+        assert!(result.narrative.contains("[E1]") && result.narrative.contains("Next:"));
+        let day = result.evidence.iter().find(|e| e.summary.starts_with("last 24 hours")).unwrap();
+        assert!(day.data["flows"].as_u64().unwrap() > 0, "{day:?}");
+        // A ticket for every critical finding; quarantine never for a life-critical
+        // device without a person's plan.
+        assert!(result.suggestions.iter().any(|s| s.kind == "servicenow_incident"));
+        let critical_device = result.evidence[1].data["xdm.asset.criticality"] == "critical";
+        let quarantines = result.suggestions.iter().any(|s| s.kind == "quarantine_device");
+        assert!(!(critical_device && quarantines), "{}", finding.device_id);
+        // Every suggestion is a valid action.
+        for s in &result.suggestions {
+            pivotwatch::actions::Action::from_parts(&s.kind, s.params.clone()).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_checker_catches_a_figure_that_is_not_in_the_evidence() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (replay, critical) = fleet(dir.path());
+    let result = triage_offline(&critical[0], &replay, None).await;
+    let evidence_text = serde_json::to_string(&result.evidence).unwrap();
+    let mut known: std::collections::BTreeSet<Fact> = grounding::facts(&evidence_text);
+    for item in &result.evidence {
+        known.extend(grounding::facts(&item.summary));
+    }
+    assert!(grounding::unsupported(&result.narrative, &known).is_empty());
+    let doctored = format!(
+        "{} It also opened SSH to 203.0.113.250 on port 2222 at 04:17, sending 7.5 GB.",
+        result.narrative
+    );
+    let caught: Vec<String> =
+        grounding::unsupported(&doctored, &known).iter().map(grounding::describe).collect();
+    for figure in ["203.0.113.250", "2222", "04:17"] {
+        assert!(caught.contains(&figure.to_string()), "{figure} not caught: {caught:?}");
+    }
+    assert!(caught.iter().any(|c| c.ends_with("bytes")), "the volume: {caught:?}");
+}
+
+#[test]
+fn the_triage_command_proposes_for_approval_and_records_the_case() {
+    let bin = env!("CARGO_BIN_EXE_pivotwatch");
+    let dir = tempfile::TempDir::new().unwrap();
+    let (_, critical) = fleet(dir.path());
+    let finding_file = dir.path().join("finding.json");
+    std::fs::write(&finding_file, serde_json::to_string(&critical[0]).unwrap()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("PIVOTWATCH_XDR_URL")
+            .env_remove("PIVOTWATCH_DATABASE_URL")
+            .env_remove("PIVOTWATCH_QDRANT_URL")
+            .env_remove("PIVOTWATCH_EMBEDDINGS_URL")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = run(&["triage", "--finding", finding_file.to_str().unwrap(), "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let result: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["grounded"], true);
+    let proposals = result["proposals"].as_array().unwrap();
+    assert!(!proposals.is_empty());
+    // Proposed, not executed: it waits for a person.
+    let (_, listed, _) = run(&["proposals", "list", "--state", "proposed"]);
+    assert!(listed.contains(proposals[0].as_str().unwrap()), "{listed}");
+    let (_, cases, _) = run(&["cases", "list", "--json"]);
+    let cases: serde_json::Value = serde_json::from_str(&cases).unwrap();
+    assert_eq!(cases[0]["device_id"], critical[0].device_id);
+    // A file that is not a finding is named, with where it went wrong.
+    std::fs::write(&finding_file, "{\"device_id\": \"x\"}").unwrap();
+    let (code, _, err) = run(&["triage", "--finding", finding_file.to_str().unwrap()]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("not one finding") && err.contains("line 1"), "{err}");
+}
