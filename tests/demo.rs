@@ -52,6 +52,9 @@ fn the_demo_finds_the_attacks_and_its_hunts_name_the_culprits() {
     assert!(mapped.contains("T0832 Manipulation of View"), "{mapped}");
     assert!(mapped.contains("T0843 Program Download"), "{mapped}");
     assert!(mapped.contains("matched terms:"), "{mapped}");
+    // The riskiest finding is written up from its evidence.
+    assert!(stdout.contains("every figure found in the evidence"), "{stdout}");
+    assert!(stdout.contains("What happened:") && stdout.contains("Next:"), "{stdout}");
 
     // The hunts run over the replay tenant the demo loaded.
     let inventory = read_inventory(&dir.path().join("inventory.csv")).unwrap();

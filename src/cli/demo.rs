@@ -77,6 +77,10 @@ fn demo_in(dir: &Path, seed: u64) -> anyhow::Result<i32> {
     }
     drop(out);
     let replay = hunt(dir, &output.detection.findings)?;
+    let top = output.detection.at_least(Severity::High).max_by(|a, b| a.risk.total_cmp(&b.risk));
+    if let Some(top) = top {
+        triage_top(&replay, top)?;
+    }
     approve_and_post(dir, replay)?;
     map_behaviours()?;
 
@@ -92,6 +96,25 @@ fn demo_in(dir: &Path, seed: u64) -> anyhow::Result<i32> {
          then pivotwatch xql run '<query>' or pivotwatch xdr-sim to serve it over the Cortex XDR API"
     )?;
     Ok(0)
+}
+
+/// Writes up the riskiest finding as `pivotwatch triage` does, offline.
+fn triage_top(replay: &Replay, finding: &Finding) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let started = Instant::now();
+    let result = runtime.block_on(crate::agent::triage_offline(finding, replay, None));
+    let took = started.elapsed().as_secs_f64() * 1e3;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "\ntriage of the riskiest finding ({} evidence items, {took:.0} ms, {}):",
+        result.evidence.len(),
+        if result.grounded { "every figure found in the evidence" } else { "NOT grounded" }
+    )?;
+    for line in result.narrative.lines() {
+        writeln!(out, "    {line}")?;
+    }
+    Ok(())
 }
 
 /// Behaviours in an analyst's words that the detection rules leave unmapped.
