@@ -4,8 +4,159 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use async_openai::types::chat::{
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
+    ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
+};
+
+use super::llm::{Completion, HUNT_XQL, HUNT_XQL_REPAIR, Llm, Prompt};
 use super::planner::{self, Direction, Intent, Shape, TimeOfDay};
+use crate::audit::{self, Actor, Inference, Kind};
+use crate::store::Store;
 use crate::xdr::{Row, Xdr, XqlRequest};
+
+/// Questions whose planned XQL is shown to the model as examples, the closest first.
+const EXAMPLES: &str = include_str!("../../prompts/hunt_examples.v1.txt");
+
+/// How many times a refused query goes back to the model with the refusal.
+const REPAIRS: usize = 2;
+
+/// Answers a question with the model when one is configured, else (or when the model
+/// cannot produce a valid query) with the offline planner, saying so.
+pub async fn hunt(
+    xdr: &dyn Xdr,
+    llm: Option<&Llm>,
+    question: &str,
+    store: Option<&Store>,
+) -> HuntResult {
+    let Some(llm) = llm else { return hunt_offline(xdr, question).await };
+    let xql = match translate(llm, question, store).await {
+        Ok(xql) => xql,
+        Err(why) => {
+            let mut answer = hunt_offline(xdr, question).await;
+            answer.summary = format!("{} (answered by the offline planner: {why})", answer.summary);
+            return answer;
+        }
+    };
+    // The planner's reading of the question, when it has one, shapes the summary and
+    // the follow-ups; the query itself is the model's.
+    let intent = planner::plan(question).ok().map(|p| p.intent);
+    let mut result = HuntResult {
+        question: question.to_string(),
+        xql: Some(xql.clone()),
+        valid: true,
+        rows: Vec::new(),
+        row_count: 0,
+        summary: String::new(),
+        follow_ups: intent.as_ref().map(follow_ups).unwrap_or_default(),
+        planner: "llm".into(),
+    };
+    match xdr.run_xql(&XqlRequest::new(xql)).await {
+        Ok(answer) => {
+            result.row_count = answer.rows.len();
+            result.summary = match &intent {
+                Some(intent) => summarise(intent, &answer.rows),
+                None => format!("{} rows.", answer.rows.len()),
+            };
+            result.rows = answer.rows.into_iter().take(MAX_ROWS).collect();
+        }
+        Err(err) => result.summary = format!("the tenant did not answer the query: {err}"),
+    }
+    result
+}
+
+/// Asks the model for XQL, validates it, and sends a refusal back for repair at most
+/// `REPAIRS` times. Only a valid, read-only query is returned.
+async fn translate(llm: &Llm, question: &str, store: Option<&Store>) -> Result<String, String> {
+    let mut messages: Vec<ChatCompletionRequestMessage> = vec![
+        ChatCompletionRequestSystemMessage::from(HUNT_XQL.text).into(),
+        ChatCompletionRequestUserMessage::from(examples_for(question)).into(),
+    ];
+    let mut last_errors = String::new();
+    for attempt in 0..=REPAIRS {
+        let prompt = if attempt == 0 { &HUNT_XQL } else { &HUNT_XQL_REPAIR };
+        let completion = llm.complete(messages.clone()).await.map_err(|err| err.to_string())?;
+        record(store, llm, prompt, &completion).await;
+        let xql = strip_fences(&completion.text);
+        let options = crate::xql::ValidationOptions {
+            schema: None,
+            caller_timeframe: false,
+            require_timeframe: true,
+            call_allow_list: &[],
+        };
+        let (_, validation) = crate::xql::validate::check(&xql, &options);
+        if validation.valid && validation.read_only {
+            return crate::xql::format(&xql).map_err(|err| err.to_string());
+        }
+        last_errors =
+            validation.errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("; ");
+        messages.push(ChatCompletionRequestAssistantMessage::from(completion.text).into());
+        messages.push(
+            ChatCompletionRequestUserMessage::from(
+                HUNT_XQL_REPAIR.text.replace("{errors}", &last_errors),
+            )
+            .into(),
+        );
+    }
+    Err(format!("the model's query was still refused after {REPAIRS} repairs: {last_errors}"))
+}
+
+/// The question, preceded by the three example questions sharing the most words with
+/// it and the XQL the offline planner writes for them.
+fn examples_for(question: &str) -> String {
+    let asked: std::collections::BTreeSet<String> =
+        crate::knowledge::sparse::terms(question).into_iter().collect();
+    let mut scored: Vec<(usize, &str)> = EXAMPLES
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|example| {
+            let shared = crate::knowledge::sparse::terms(example)
+                .iter()
+                .filter(|t| asked.contains(*t))
+                .count();
+            (shared, example)
+        })
+        .collect();
+    scored.sort_by_key(|s| std::cmp::Reverse(s.0));
+    let mut text = String::from("Examples:\n");
+    for (_, example) in scored.into_iter().take(3) {
+        if let Ok(plan) = planner::plan(example) {
+            text.push_str(&format!("\nQuestion: {example}\nXQL:\n{}\n", plan.xql));
+        }
+    }
+    text.push_str(&format!("\nQuestion: {question}\nXQL:"));
+    text
+}
+
+/// The query without Markdown fences or a leading "XQL:" a model may add.
+fn strip_fences(text: &str) -> String {
+    let trimmed = text.trim();
+    let inner = trimmed
+        .strip_prefix("```xql")
+        .or_else(|| trimmed.strip_prefix("```sql"))
+        .or_else(|| trimmed.strip_prefix("```"))
+        .map_or(trimmed, |rest| rest.trim_end().trim_end_matches("```"));
+    inner.trim().trim_start_matches("XQL:").trim().to_string()
+}
+
+/// Records an inference in the audit trail, when there is one.
+async fn record(store: Option<&Store>, llm: &Llm, prompt: &Prompt, completion: &Completion) {
+    let Some(store) = store else { return };
+    let inference = Inference {
+        model: llm.model().to_string(),
+        prompt_id: prompt.id.to_string(),
+        prompt_hash: prompt.hash(),
+        input_tokens: completion.input_tokens,
+        output_tokens: completion.output_tokens,
+        latency_ms: completion.latency_ms,
+        tool_calls: Vec::new(),
+        evidence: Vec::new(),
+    };
+    let payload = serde_json::to_value(&inference).unwrap_or_default();
+    if let Err(err) = audit::append(store, &Actor::Agent, Kind::Inference, payload).await {
+        tracing::error!("an inference could not be recorded in the audit trail: {err}");
+    }
+}
 
 /// What `pivotwatch hunt --json` prints and the server returns.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

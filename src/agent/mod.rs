@@ -4,8 +4,9 @@
 
 pub mod grounding;
 pub mod hunt;
+pub mod llm;
 pub mod planner;
 pub mod triage;
 
-pub use hunt::{FollowUp, HuntResult, hunt_offline};
+pub use hunt::{FollowUp, HuntResult, hunt, hunt_offline};
 pub use triage::{TriageResult, triage_offline};

@@ -3,14 +3,16 @@
 
 use std::io::Write;
 
-use super::replay::DataDirArg;
-use crate::agent::hunt_offline;
+use super::audit::DatabaseArgs;
+use crate::actions::settings;
+use crate::agent::hunt;
+use crate::agent::llm::Llm;
 use crate::xdr::connect::TenantSettings;
 
 #[derive(Debug, clap::Args)]
 pub struct HuntArgs {
     #[command(flatten)]
-    pub data_dir: DataDirArg,
+    pub database: DatabaseArgs,
     /// The question, e.g. "Which cameras talk to external IPs at night?".
     pub question: String,
     /// Print {"question", "xql", "valid", "rows", "row_count", "summary", "follow_ups",
@@ -23,12 +25,16 @@ pub struct HuntArgs {
 }
 
 pub fn run(args: HuntArgs) -> anyhow::Result<i32> {
-    let tenant = TenantSettings::from_env().open(&args.data_dir.data_dir)?;
+    let tenant = TenantSettings::from_env().open(&args.database.data_dir.data_dir)?;
     let xdr = tenant.xdr();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    // TODO: use the configured model for hunts once the model-backed agent exists;
-    // today every hunt is answered by the offline planner.
-    let result = runtime.block_on(hunt_offline(&*xdr, &args.question));
+    let llm = Llm::from_settings(&settings::from_env)?;
+    // Inferences go to the audit trail; without a model there are none to record.
+    let store = match &llm {
+        Some(_) => Some(args.database.open(&runtime)?),
+        None => None,
+    };
+    let result = runtime.block_on(hunt(&*xdr, llm.as_ref(), &args.question, store.as_ref()));
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &result)?;

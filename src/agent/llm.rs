@@ -1,0 +1,139 @@
+//! The model: any OpenAI-compatible chat completions endpoint (OpenAI, Azure OpenAI,
+//! vLLM, Ollama, llama.cpp server) through async-openai, configured by
+//! `PIVOTWATCH_LLM_BASE_URL`, `PIVOTWATCH_LLM_API_KEY` and `PIVOTWATCH_LLM_MODEL`.
+//!
+//! Every call has a deadline. async-openai's own retry layer repeats a request that met a
+//! rate limit (honouring `Retry-After`), a server error or a refused connection, three
+//! times with exponential back-off; anything else fails at once, so the caller can fall
+//! back to the offline planner and say so.
+
+use std::time::{Duration, Instant};
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::types::chat::{ChatCompletionRequestMessage, CreateChatCompletionRequestArgs};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::actions::Secret;
+use crate::actions::settings::Lookup;
+
+#[derive(Debug, Error)]
+pub enum LlmError {
+    #[error("model settings: {0}")]
+    Config(String),
+    #[error("the model did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the model endpoint: {0}")]
+    Endpoint(String),
+    #[error("the model's answer was empty")]
+    Empty,
+}
+
+/// A prompt template: its id, text and the SHA-256 the audit trail records.
+#[derive(Clone, Debug)]
+pub struct Prompt {
+    pub id: &'static str,
+    pub text: &'static str,
+}
+
+impl Prompt {
+    pub fn hash(&self) -> String {
+        Sha256::digest(self.text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The system prompt for question → XQL.
+pub const HUNT_XQL: Prompt =
+    Prompt { id: "hunt_xql.v1", text: include_str!("../../prompts/hunt_xql.v1.md") };
+/// The repair prompt, with `{errors}` filled in.
+pub const HUNT_XQL_REPAIR: Prompt =
+    Prompt { id: "hunt_xql_repair.v1", text: include_str!("../../prompts/hunt_xql_repair.v1.md") };
+
+/// One answer and what it cost.
+#[derive(Clone, Debug, Default)]
+pub struct Completion {
+    pub text: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub latency_ms: u64,
+}
+
+pub struct Llm {
+    client: Client<OpenAIConfig>,
+    model: String,
+    timeout: Duration,
+}
+
+impl Llm {
+    /// `base_url` ends before `/chat/completions`, e.g. `http://127.0.0.1:11434/v1`.
+    pub fn new(
+        base_url: &str,
+        api_key: Option<Secret>,
+        model: &str,
+        timeout: Duration,
+    ) -> Result<Llm, LlmError> {
+        reqwest::Url::parse(base_url)
+            .map_err(|err| LlmError::Config(format!("llm.base_url {base_url:?}: {err}")))?;
+        let mut config = OpenAIConfig::new().with_api_base(base_url.trim_end_matches('/'));
+        // Local servers take any key; the client sends one either way.
+        config = config.with_api_key(api_key.as_ref().map_or("none", Secret::expose));
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|err| LlmError::Config(format!("llm client: {err}")))?;
+        Ok(Llm {
+            client: Client::with_config(config).with_http_client(http),
+            model: model.to_string(),
+            timeout,
+        })
+    }
+
+    /// The model the settings configure, or `None` when `llm.base_url` is unset.
+    pub fn from_settings(get: Lookup<'_>) -> Result<Option<Llm>, LlmError> {
+        let Some(base_url) = get("llm.base_url") else { return Ok(None) };
+        let model = get("llm.model").ok_or_else(|| {
+            LlmError::Config(
+                "llm.model (PIVOTWATCH_LLM_MODEL) is required when llm.base_url is set".into(),
+            )
+        })?;
+        Llm::new(&base_url, get("llm.api_key").map(Secret::new), &model, Duration::from_secs(60))
+            .map(Some)
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// One chat completion.
+    pub async fn complete(
+        &self,
+        messages: Vec<ChatCompletionRequestMessage>,
+    ) -> Result<Completion, LlmError> {
+        let request = CreateChatCompletionRequestArgs::default()
+            .model(self.model.clone())
+            .messages(messages)
+            .temperature(0.0)
+            .build()
+            .map_err(|err| LlmError::Config(err.to_string()))?;
+        let started = Instant::now();
+        let response = tokio::time::timeout(self.timeout, self.client.chat().create(request))
+            .await
+            .map_err(|_| LlmError::Timeout(self.timeout))?
+            .map_err(|err| LlmError::Endpoint(err.to_string()))?;
+        let usage = response.usage.clone();
+        let text = response
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|c| c.message.content)
+            .filter(|t| !t.trim().is_empty())
+            .ok_or(LlmError::Empty)?;
+        Ok(Completion {
+            text,
+            input_tokens: usage.as_ref().map_or(0, |u| u64::from(u.prompt_tokens)),
+            output_tokens: usage.as_ref().map_or(0, |u| u64::from(u.completion_tokens)),
+            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+}
