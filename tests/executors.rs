@@ -99,6 +99,22 @@ fn servicenow(base_url: &str) -> ServiceNowExecutor {
     .unwrap()
 }
 
+/// A ServiceNow executor using OAuth's password grant against `base_url`.
+fn servicenow_oauth(base_url: String) -> ServiceNowExecutor {
+    ServiceNowExecutor::new(ServiceNowConfig {
+        base_url,
+        auth: ServiceNowAuth::OAuth {
+            client_id: "pw-client".into(),
+            client_secret: Secret::new("cl1ent-s3cret"),
+            user: "svc".into(),
+            password: Secret::new(PASSWORD),
+        },
+        caller_id: "soc.copilot".into(),
+        timeout: Duration::from_millis(500),
+    })
+    .unwrap()
+}
+
 fn incident() -> Action {
     let request: Value = serde_json::from_str(&sample(
         "servicenow/table_api_create_incident_request.synthetic.json",
@@ -596,18 +612,7 @@ async fn oauth_asks_for_a_token_once_and_sends_it_as_bearer() {
         vec![(200, token), (200, none.clone()), (201, created), (200, none)],
     )
     .await;
-    let executor = ServiceNowExecutor::new(ServiceNowConfig {
-        base_url: url,
-        auth: ServiceNowAuth::OAuth {
-            client_id: "pw-client".into(),
-            client_secret: Secret::new("cl1ent-s3cret"),
-            user: "svc".into(),
-            password: Secret::new(PASSWORD),
-        },
-        caller_id: "soc.copilot".into(),
-        timeout: Duration::from_millis(500),
-    })
-    .unwrap();
+    let executor = servicenow_oauth(url);
     for _ in 0..2 {
         let (gate, id) = approved(&db, incident()).await;
         run(&db, &gate, &executor).await;
@@ -659,18 +664,7 @@ async fn an_expiring_oauth_token_is_refreshed_and_a_refused_refresh_falls_back_t
         ],
     )
     .await;
-    let executor = ServiceNowExecutor::new(ServiceNowConfig {
-        base_url: url,
-        auth: ServiceNowAuth::OAuth {
-            client_id: "pw-client".into(),
-            client_secret: Secret::new("cl1ent-s3cret"),
-            user: "svc".into(),
-            password: Secret::new(PASSWORD),
-        },
-        caller_id: "soc.copilot".into(),
-        timeout: Duration::from_millis(500),
-    })
-    .unwrap();
+    let executor = servicenow_oauth(url);
     for round in 0..3 {
         if round > 0 {
             tokio::time::sleep(Duration::from_millis(3_100)).await;

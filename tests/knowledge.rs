@@ -206,19 +206,7 @@ async fn cases_and_verdicts_are_kept_on_both_databases() {
 #[test]
 fn attack_show_and_search_at_the_command_line() {
     let bin = env!("CARGO_BIN_EXE_pivotwatch");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(bin)
-            .args(args)
-            .env_remove("PIVOTWATCH_QDRANT_URL")
-            .env_remove("PIVOTWATCH_EMBEDDINGS_URL")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let run = |args: &[&str]| common::pivotwatch(bin, args, None);
     let (code, out, _) = run(&["attack", "show", "T0886"]);
     assert_eq!(code, Some(0));
     assert!(out.starts_with("T0886 Remote Services"), "{out}");
@@ -242,21 +230,9 @@ fn cases_are_recorded_judged_and_found_again_at_the_command_line() {
     let bin = env!("CARGO_BIN_EXE_pivotwatch");
     let dir = tempfile::TempDir::new().unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(bin)
-            .arg("cases")
-            .args(args)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env_remove("PIVOTWATCH_DATABASE_URL")
-            .env_remove("PIVOTWATCH_QDRANT_URL")
-            .env_remove("PIVOTWATCH_EMBEDDINGS_URL")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let mut all = vec!["cases"];
+        all.extend_from_slice(args);
+        common::pivotwatch(bin, &all, Some(dir.path()))
     };
     for (id, device, summary, technique) in [
         ("41", "pump-0007", "pump opened SSH to 203.0.113.9 at night", "T0886"),

@@ -12,6 +12,8 @@ use pivotwatch::model::{Finding, Severity};
 use pivotwatch::pipeline::{BaselineSource, DetectInput, detect_files};
 use pivotwatch::xdr::replay::Replay;
 
+mod common;
+
 /// A simulated fleet loaded as a replay tenant, and its critical findings, riskiest first.
 fn fleet(dir: &std::path::Path) -> (Replay, Vec<Finding>) {
     let config = SimConfig { devices: 60, days: 10, seed: 7, ..SimConfig::default() };
@@ -100,23 +102,7 @@ fn the_triage_command_proposes_for_approval_and_records_the_case() {
     let (_, critical) = fleet(dir.path());
     let finding_file = dir.path().join("finding.json");
     std::fs::write(&finding_file, serde_json::to_string(&critical[0]).unwrap()).unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(bin)
-            .args(args)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env_remove("PIVOTWATCH_XDR_URL")
-            .env_remove("PIVOTWATCH_DATABASE_URL")
-            .env_remove("PIVOTWATCH_QDRANT_URL")
-            .env_remove("PIVOTWATCH_EMBEDDINGS_URL")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let run = |args: &[&str]| common::pivotwatch(bin, args, Some(dir.path()));
     let (code, out, err) = run(&["triage", "--finding", finding_file.to_str().unwrap(), "--json"]);
     assert_eq!(code, Some(0), "{err}");
     let result: serde_json::Value = serde_json::from_str(&out).unwrap();

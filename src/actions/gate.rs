@@ -420,16 +420,13 @@ impl Gate {
             let granted_by: String = row.try_get(0)?;
             let granted_for: String = row.try_get(1)?;
             let notice = containment_notice(id, action, reason, &granted_by, &granted_for);
-            sqlx::query(
-                "INSERT INTO jobs (kind, payload, state, run_after_ms, dedupe_key, created_at_ms) \
-                 VALUES ($1, $2, 'queued', $3, $4, $5) ON CONFLICT (dedupe_key) DO NOTHING",
+            queue_job(
+                &mut tx,
+                NOTIFY_JOB,
+                &json!({"notice": notice}),
+                &format!("notify:{id}"),
+                now,
             )
-            .bind(NOTIFY_JOB)
-            .bind(json!({"notice": notice}).to_string())
-            .bind(now)
-            .bind(format!("notify:{id}"))
-            .bind(now)
-            .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
@@ -824,14 +821,26 @@ async fn queue_execution(
     id: &str,
     now: i64,
 ) -> Result<(), GateError> {
+    queue_job(tx, EXECUTE_JOB, &json!({"proposal": id}), &format!("execute:{id}"), now).await
+}
+
+/// Queues a job inside the caller's transaction, so it exists exactly when the decision
+/// that caused it does; a job with the same key already queued is left as it is.
+async fn queue_job(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    kind: &str,
+    payload: &Value,
+    key: &str,
+    now: i64,
+) -> Result<(), GateError> {
     sqlx::query(
         "INSERT INTO jobs (kind, payload, state, run_after_ms, dedupe_key, created_at_ms) \
          VALUES ($1, $2, 'queued', $3, $4, $5) ON CONFLICT (dedupe_key) DO NOTHING",
     )
-    .bind(EXECUTE_JOB)
-    .bind(json!({"proposal": id}).to_string())
+    .bind(kind)
+    .bind(payload.to_string())
     .bind(now)
-    .bind(format!("execute:{id}"))
+    .bind(key)
     .bind(now)
     .execute(&mut **tx)
     .await?;

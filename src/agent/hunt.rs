@@ -78,13 +78,7 @@ async fn translate(llm: &Llm, question: &str, store: Option<&Store>) -> Result<S
         let completion = llm.complete(messages.clone()).await.map_err(|err| err.to_string())?;
         record(store, llm, prompt, &completion).await;
         let xql = strip_fences(&completion.text);
-        let options = crate::xql::ValidationOptions {
-            schema: None,
-            caller_timeframe: false,
-            require_timeframe: true,
-            call_allow_list: &[],
-        };
-        let (_, validation) = crate::xql::validate::check(&xql, &options);
+        let (_, validation) = crate::xql::validate::check(&xql, &planner::hunt_validation());
         if validation.valid && validation.read_only {
             return crate::xql::format(&xql).map_err(|err| err.to_string());
         }
@@ -201,13 +195,7 @@ pub async fn hunt_offline(xdr: &dyn Xdr, question: &str) -> HuntResult {
             };
         }
     };
-    let options = crate::xql::ValidationOptions {
-        schema: None,
-        caller_timeframe: false,
-        require_timeframe: true,
-        call_allow_list: &[],
-    };
-    let (_, validation) = crate::xql::validate::check(&plan.xql, &options);
+    let (_, validation) = crate::xql::validate::check(&plan.xql, &planner::hunt_validation());
     let follow_ups = follow_ups(&plan.intent);
     let mut result = HuntResult {
         question: question.to_string(),

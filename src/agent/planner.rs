@@ -128,6 +128,17 @@ pub struct Plan {
 /// The private address space; everything else counts as external.
 const PRIVATE: &str = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16";
 
+/// How a hunt's query is checked before it is sent: read-only rules, and a timeframe
+/// required (every planned query sets one).
+pub fn hunt_validation() -> crate::xql::ValidationOptions<'static> {
+    crate::xql::ValidationOptions {
+        schema: None,
+        caller_timeframe: false,
+        require_timeframe: true,
+        call_allow_list: &[],
+    }
+}
+
 /// Translates a question, or says why it cannot.
 pub fn plan(question: &str) -> Result<Plan, String> {
     let intent = understand(question)?;
@@ -639,13 +650,7 @@ mod tests {
             "how many devices use telnet",
         ] {
             let plan = plan(question).unwrap();
-            let options = crate::xql::ValidationOptions {
-                schema: None,
-                caller_timeframe: false,
-                require_timeframe: true,
-                call_allow_list: &[],
-            };
-            let (_, validation) = crate::xql::validate::check(&plan.xql, &options);
+            let (_, validation) = crate::xql::validate::check(&plan.xql, &hunt_validation());
             assert!(
                 validation.valid && validation.read_only,
                 "{question}: {validation:?}\n{}",

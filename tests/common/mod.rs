@@ -63,3 +63,33 @@ pub async fn drop_schema(db: &Db) {
 pub async fn exec(db: &Db, sql: &str) {
     sqlx::query(AssertSqlSafe(sql.to_string())).execute(db.store.pool()).await.unwrap();
 }
+
+/// Runs the `pivotwatch` binary `bin` (a test's `CARGO_BIN_EXE_pivotwatch`) with `args`,
+/// on the embedded defaults: every setting that would point it at a server is removed,
+/// and with `data_dir` its files go there. Returns the exit code, stdout and stderr.
+pub fn pivotwatch(
+    bin: &str,
+    args: &[&str],
+    data_dir: Option<&std::path::Path>,
+) -> (Option<i32>, String, String) {
+    let mut command = std::process::Command::new(bin);
+    command.args(args);
+    if let Some(dir) = data_dir {
+        command.arg("--data-dir").arg(dir);
+    }
+    for setting in [
+        "PIVOTWATCH_XDR_URL",
+        "PIVOTWATCH_DATABASE_URL",
+        "PIVOTWATCH_QDRANT_URL",
+        "PIVOTWATCH_EMBEDDINGS_URL",
+        "PIVOTWATCH_LLM_BASE_URL",
+    ] {
+        command.env_remove(setting);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
