@@ -153,3 +153,29 @@ async fn a_rate_limit_is_retried_and_a_model_that_keeps_failing_leaves_it_to_the
     assert_eq!(result.planner, "offline");
     assert_eq!(model.seen.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_model_that_hangs_is_given_up_on_at_its_deadline() {
+    use axum::routing::post;
+    let dir = tempfile::TempDir::new().unwrap();
+    let replay = tenant(dir.path());
+    // A model that accepts the request and never answers.
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Json(json!({}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let llm =
+        Llm::new(&format!("http://{addr}/v1"), None, "slow", Duration::from_millis(300)).unwrap();
+    let started = std::time::Instant::now();
+    let result = hunt(&replay, Some(&llm), "any scans in the last 7 days?", None).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(result.planner, "offline");
+    assert!(result.valid);
+    assert!(result.summary.contains("did not answer within"), "{}", result.summary);
+}

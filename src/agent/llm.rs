@@ -120,7 +120,12 @@ impl Llm {
         let response = tokio::time::timeout(self.timeout, self.client.chat().create(request))
             .await
             .map_err(|_| LlmError::Timeout(self.timeout))?
-            .map_err(|err| LlmError::Endpoint(err.to_string()))?;
+            .map_err(|err| match err {
+                async_openai::error::OpenAIError::Reqwest(err) if err.is_timeout() => {
+                    LlmError::Timeout(self.timeout)
+                }
+                err => LlmError::Endpoint(err.to_string()),
+            })?;
         let usage = response.usage.clone();
         let text = response
             .choices
