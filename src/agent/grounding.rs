@@ -4,7 +4,8 @@
 //! Both sides are reduced to normalised facts before they are compared, so that what
 //! analysts write differently still matches: "1,200" and "1200", "three hours" and "3 h",
 //! "98 %" and "98%", an IPv6 address in any of its spellings, an address and a CIDR
-//! block that contains it, `2026-03-09T21:00:00Z` and "21:00". A figure that is not in the
+//! block that contains it, `2026-03-09T21:00:00Z` and "21:00", "two hours ago" and the
+//! time two hours before the latest one in the evidence. A figure that is not in the
 //! evidence is named in the error, so the writer can be told exactly what to drop.
 
 use std::collections::BTreeSet;
@@ -27,6 +28,10 @@ pub enum Fact {
     /// A volume in bytes, as the range its written precision allows: "1.24 GB" is
     /// 1,235,000,000 to 1,245,000,000.
     Volume(i64, i64),
+    /// A time given relative to the latest time in the evidence ("two hours ago",
+    /// "30 minutes earlier"): how many seconds before it, and the unit's length, which
+    /// is the precision the phrase carries.
+    Ago(i64, i64),
 }
 
 /// Words for small numbers, as narratives write them.
@@ -97,6 +102,10 @@ pub fn facts(text: &str) -> BTreeSet<Fact> {
             if let Ok(port) = port.parse::<u16>() {
                 out.insert(Fact::Number(i64::from(port) * 1000));
             }
+        } else if let Some((seconds, unit)) = relative(&lower, &tokens[i + 1..]) {
+            out.insert(Fact::Ago(seconds, unit));
+            i += 3;
+            continue;
         } else if let Some(value) = number(&lower) {
             // A unit in the same token ("3h", "98%", "1.2GB") or the next one.
             let (digits_unit, next) = split_unit(&lower);
@@ -154,6 +163,16 @@ fn supported(fact: &Fact, evidence: &BTreeSet<Fact>) -> bool {
         // Small counting words ("one of", "two devices") are language more than claims
         // when the number is at most two.
         Fact::Number(n) => *n <= 2000 && *n >= 0 && n % 1000 == 0,
+        Fact::Ago(seconds, unit) => {
+            // Relative to the latest time the evidence states.
+            let anchor = evidence.iter().filter_map(|e| match e {
+                Fact::Instant(t) => Some(*t),
+                _ => None,
+            });
+            let Some(anchor) = anchor.max() else { return false };
+            let at = anchor - seconds;
+            evidence.iter().any(|e| matches!(e, Fact::Instant(t) if (t - at).abs() <= unit / 2))
+        }
         Fact::Volume(lo, hi) => evidence.iter().any(|e| match e {
             Fact::Number(n) => (*lo..=*hi).contains(&(n / 1000)),
             Fact::Volume(a, b) => a <= hi && lo <= b,
@@ -173,6 +192,32 @@ pub fn describe(fact: &Fact) -> String {
         Fact::Clock(m) => format!("{:02}:{:02}", m / 60, m % 60),
         Fact::Instant(s) => crate::timefmt::rfc3339(*s as f64),
         Fact::Volume(lo, hi) => format!("{} bytes", (lo + hi) / 2),
+        Fact::Ago(seconds, unit) => format!("{} {} ago", seconds / unit, unit_name(*unit)),
+    }
+}
+
+/// "two hours ago", "30 minutes earlier", "3 days before": a count, a unit and a word
+/// that makes it relative. Returns the seconds and the unit's length.
+fn relative(first: &str, rest: &[&str]) -> Option<(i64, i64)> {
+    let count = number(first)
+        .map(|n| n as i64)
+        .or_else(|| WORD_NUMBERS.iter().find(|(w, _)| *w == first).map(|(_, n)| *n))?;
+    let unit = rest.first()?.trim_end_matches(['.', ',']).to_ascii_lowercase();
+    let unit = match unit.as_str() {
+        "minute" | "minutes" | "min" | "mins" => 60,
+        "hour" | "hours" | "h" | "hrs" => 3_600,
+        "day" | "days" => 86_400,
+        _ => return None,
+    };
+    let word = rest.get(1)?.trim_end_matches(['.', ',', ';', ':']).to_ascii_lowercase();
+    matches!(word.as_str(), "ago" | "earlier" | "before").then_some((count * unit, unit))
+}
+
+fn unit_name(unit: i64) -> &'static str {
+    match unit {
+        60 => "minutes",
+        3_600 => "hours",
+        _ => "days",
     }
 }
 
@@ -321,6 +366,13 @@ mod tests {
         assert_eq!(named, ["203.0.113.9", "2222"]);
         let bad = unsupported("It happened at 04:30.", &evidence("window 2026-03-09T21:00:00Z"));
         assert_eq!(bad.iter().map(describe).collect::<Vec<_>>(), ["04:30"]);
+        // A relative time counts back from the latest time in the evidence.
+        let window = evidence("from 2026-03-09T21:00:00Z to 2026-03-09T23:00:00Z");
+        assert!(unsupported("It began two hours ago.", &window).is_empty());
+        assert!(unsupported("It began 120 minutes earlier.", &window).is_empty());
+        let off: Vec<String> =
+            unsupported("It began five hours ago.", &window).iter().map(describe).collect();
+        assert_eq!(off, ["5 hours ago"]);
         // A volume must agree to the precision it is written with.
         let sent = evidence("bytes_sent 1243567890");
         assert!(unsupported("1.24 GB left the network", &sent).is_empty());
