@@ -97,7 +97,7 @@ async fn translate(llm: &Llm, question: &str, store: Option<&Store>) -> Result<S
 
 /// The question, preceded by the three example questions sharing the most words with
 /// it and the XQL the offline planner writes for them.
-fn examples_for(question: &str) -> String {
+pub fn examples_for(question: &str) -> String {
     let asked: std::collections::BTreeSet<String> =
         crate::knowledge::sparse::terms(question).into_iter().collect();
     let mut scored: Vec<(usize, &str)> = EXAMPLES
