@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::gate::Outcome;
 
 /// A credential. It prints as `***` in logs, errors and `Debug` output, and the audit
@@ -61,4 +63,37 @@ pub(crate) fn transport_outcome(target: &str, err: reqwest::Error) -> Outcome {
         source = cause.source();
     }
     Outcome::Retry(text)
+}
+
+/// An answer's status, the pause it asked for, and its body as JSON (`null` when the
+/// body is not JSON) and as text.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Reads a whole answer from `target`; a body cut off in transit is a transport failure.
+async fn read_answer(target: &str, response: reqwest::Response) -> Result<Answer, Outcome> {
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    let text = response.text().await.map_err(|err| transport_outcome(target, err))?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Ok(Answer { status, retry_after, body, text })
+}
+
+/// Sends a request to `target` and reads its whole answer.
+pub(crate) async fn exchange(
+    target: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<Answer, Outcome> {
+    let response = request.send().await.map_err(|err| transport_outcome(target, err))?;
+    read_answer(target, response).await
 }

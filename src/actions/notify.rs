@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::gate::Outcome;
-use super::http::{Secret, retry_after, status_outcome, transport_outcome};
+use super::http::{Answer, Secret, exchange, status_outcome};
 use super::settings::Lookup;
 use crate::audit::{self, Actor, Kind};
 use crate::store::{Store, StoreError};
@@ -231,22 +231,12 @@ impl Channel for SlackChannel {
 
     async fn send(&self, notice: &Notice) -> Outcome {
         let url = format!("{}/chat.postMessage", self.api_url.trim_end_matches('/'));
-        let sent = self
-            .http
-            .post(url)
-            .bearer_auth(self.token.expose())
-            .json(&self.message(notice))
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(err) => return transport_outcome("Slack", err),
-        };
-        let status = response.status().as_u16();
-        let pause = retry_after(response.headers());
-        let body: Value = match response.text().await {
-            Ok(text) => serde_json::from_str(&text).unwrap_or(Value::Null),
-            Err(err) => return transport_outcome("Slack", err),
+        let request =
+            self.http.post(url).bearer_auth(self.token.expose()).json(&self.message(notice));
+        let Answer { status, retry_after: pause, body, .. } = match exchange("Slack", request).await
+        {
+            Ok(answer) => answer,
+            Err(outcome) => return outcome,
         };
         // Slack answers 200 with `ok: false` for most refusals; only 429 and 5xx are
         // worth another try.
@@ -318,18 +308,9 @@ impl TeamsChannel {
             ("client_secret", self.config.app_password.expose()),
             ("scope", "https://api.botframework.com/.default"),
         ];
-        let response = self
-            .http
-            .post(&self.config.token_url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|err| transport_outcome("Bot Framework login", err))?;
-        let status = response.status().as_u16();
-        let pause = retry_after(response.headers());
-        let text =
-            response.text().await.map_err(|err| transport_outcome("Bot Framework login", err))?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let request = self.http.post(&self.config.token_url).form(&form);
+        let Answer { status, retry_after: pause, body, .. } =
+            exchange("Bot Framework login", request).await?;
         let Some(access) = body["access_token"].as_str().filter(|_| status == 200) else {
             let why = body["error_description"]
                 .as_str()
@@ -388,22 +369,11 @@ impl Channel for TeamsChannel {
             self.config.service_url.trim_end_matches('/'),
             self.config.conversation
         );
-        let sent = self
-            .http
-            .post(url)
-            .bearer_auth(token.expose())
-            .json(&Self::activity(notice))
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(err) => return transport_outcome("Teams", err),
-        };
-        let status = response.status().as_u16();
-        let pause = retry_after(response.headers());
-        let body: Value = match response.text().await {
-            Ok(text) => serde_json::from_str(&text).unwrap_or(Value::Null),
-            Err(err) => return transport_outcome("Teams", err),
+        let request = self.http.post(url).bearer_auth(token.expose()).json(&Self::activity(notice));
+        let Answer { status, retry_after: pause, body, .. } = match exchange("Teams", request).await
+        {
+            Ok(answer) => answer,
+            Err(outcome) => return outcome,
         };
         if (200..300).contains(&status) {
             return Outcome::Succeeded(json!({"activity": body["id"]}));

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::Executor;
 use super::gate::{Approved, Outcome};
-use super::http::{Secret, retry_after, status_outcome, transport_outcome};
+use super::http::{Answer, Secret, exchange, status_outcome};
 use super::kinds::Action;
 
 #[derive(Clone, Debug)]
@@ -127,14 +127,10 @@ impl ServiceNowExecutor {
             ("username", user.as_str()),
             ("password", password.expose()),
         ]);
-        match self.grant(&form).await? {
-            Ok(fresh) => {
-                let access = fresh.access.clone();
-                *token = Some(fresh);
-                Ok(access)
-            }
-            Err(refused) => Err(refused),
-        }
+        let fresh = self.grant(&form).await??;
+        let access = fresh.access.clone();
+        *token = Some(fresh);
+        Ok(access)
     }
 
     /// One request to `/oauth_token.do`. The outer error is a transport failure; the
@@ -142,16 +138,9 @@ impl ServiceNowExecutor {
     async fn grant(&self, form: &[(&str, &str)]) -> Result<Result<Token, Outcome>, Outcome> {
         let url = format!("{}/oauth_token.do", self.config.base_url.trim_end_matches('/'));
         // The token endpoint takes a form body; JSON is refused.
-        let response = self
-            .http
-            .post(url)
-            .form(form)
-            .send()
-            .await
-            .map_err(|err| transport_outcome(TARGET, err))?;
-        let answer = read(response).await?;
+        let answer = exchange(TARGET, self.http.post(url).form(form)).await?;
         if answer.status == 429 || answer.status >= 500 {
-            return Err(answer.failure());
+            return Err(failure(&answer));
         }
         let access = answer.body["access_token"].as_str().filter(|_| answer.status == 200);
         let Some(access) = access else {
@@ -193,39 +182,19 @@ impl ServiceNowExecutor {
             ("sysparm_fields", "sys_id,number".to_string()),
             ("sysparm_limit", "1".to_string()),
         ];
-        let response = self
-            .request(self.http.get(self.url()).query(&query))
-            .await?
-            .send()
-            .await
-            .map_err(|err| transport_outcome(TARGET, err))?;
-        let answer = read(response).await?;
+        let request = self.request(self.http.get(self.url()).query(&query)).await?;
+        let answer = exchange(TARGET, request).await?;
         if answer.status != 200 {
             self.forget_token_after(answer.status).await;
-            return Err(answer.failure());
+            return Err(failure(&answer));
         }
         Ok(answer.body["result"].as_array().and_then(|found| found.first()).cloned())
     }
 }
 
-/// An answer's status, requested pause and JSON body.
-struct Answer {
-    status: u16,
-    retry_after: Option<Duration>,
-    body: Value,
-}
-
-impl Answer {
-    fn failure(&self) -> Outcome {
-        status_outcome(TARGET, self.status, self.retry_after, &error_message(&self.body))
-    }
-}
-
-async fn read(response: reqwest::Response) -> Result<Answer, Outcome> {
-    let status = response.status().as_u16();
-    let retry_after = retry_after(response.headers());
-    let text = response.text().await.map_err(|err| transport_outcome(TARGET, err))?;
-    Ok(Answer { status, retry_after, body: serde_json::from_str(&text).unwrap_or(Value::Null) })
+/// A failed Table API answer as an outcome.
+fn failure(answer: &Answer) -> Outcome {
+    status_outcome(TARGET, answer.status, answer.retry_after, &error_message(&answer.body))
 }
 
 /// `{"error": {"message", "detail"}}`, as the Table API reports failures.
@@ -282,17 +251,13 @@ impl Executor for ServiceNowExecutor {
             Ok(request) => request,
             Err(outcome) => return outcome,
         };
-        let response = match request.json(&body).send().await {
-            Ok(response) => response,
-            Err(err) => return transport_outcome(TARGET, err),
-        };
-        match read(response).await {
+        match exchange(TARGET, request.json(&body)).await {
             Ok(created) if matches!(created.status, 200 | 201) => Outcome::Succeeded(json!({
                 "sys_id": created.body["result"]["sys_id"],
                 "number": created.body["result"]["number"]})),
             Ok(failed) => {
                 self.forget_token_after(failed.status).await;
-                failed.failure()
+                failure(&failed)
             }
             Err(outcome) => outcome,
         }

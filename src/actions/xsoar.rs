@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::Executor;
 use super::gate::{Approved, Outcome};
-use super::http::{Secret, retry_after, status_outcome, transport_outcome};
+use super::http::{Secret, exchange, status_outcome};
 use super::kinds::Action;
 
 #[derive(Clone, Debug)]
@@ -86,22 +86,18 @@ impl XsoarExecutor {
         if let Some(key_id) = &self.config.key_id {
             request = request.header("x-xdr-auth-id", key_id);
         }
-        let response = request.send().await.map_err(|err| transport_outcome(TARGET, err))?;
-        let status = response.status().as_u16();
-        let pause = retry_after(response.headers());
-        let text = response.text().await.map_err(|err| transport_outcome(TARGET, err))?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if !(200..300).contains(&status) {
-            let message = body["error"]
+        let answer = exchange(TARGET, request).await?;
+        if !answer.is_success() {
+            let message = answer.body["error"]
                 .as_str()
-                .or_else(|| body["detail"].as_str())
-                .unwrap_or(text.trim())
+                .or_else(|| answer.body["detail"].as_str())
+                .unwrap_or(answer.text.trim())
                 .chars()
                 .take(300)
                 .collect::<String>();
-            return Err(status_outcome(TARGET, status, pause, &message));
+            return Err(status_outcome(TARGET, answer.status, answer.retry_after, &message));
         }
-        Ok(body)
+        Ok(answer.body)
     }
 }
 

@@ -108,7 +108,7 @@ pub fn facts(text: &str) -> BTreeSet<Fact> {
             continue;
         } else if let Some(value) = number(&lower) {
             // A unit in the same token ("3h", "98%", "1.2GB") or the next one.
-            let (digits_unit, next) = split_unit(&lower);
+            let digits_unit = split_unit(&lower);
             let unit = digits_unit.or_else(|| {
                 tokens.get(i + 1).map(|t| t.trim_end_matches(['.', ':']).to_ascii_lowercase())
             });
@@ -133,7 +133,6 @@ pub fn facts(text: &str) -> BTreeSet<Fact> {
                     out.insert(Fact::Number((value * 1000.0).round() as i64));
                 }
             }
-            let _ = next;
         } else if let Some((_, n)) = WORD_NUMBERS.iter().find(|(w, _)| *w == lower) {
             out.insert(Fact::Number(n * 1000));
         }
@@ -298,14 +297,9 @@ fn number(token: &str) -> Option<f64> {
 }
 
 /// The unit glued to a number ("gb" of "1.2gb"), if any.
-fn split_unit(token: &str) -> (Option<String>, Option<String>) {
-    let start = token.find(|c: char| !(c.is_ascii_digit() || c == '.'));
-    match start {
-        Some(i) if i > 0 => {
-            (Some(token[i..].trim_matches('%').to_string()).filter(|u| !u.is_empty()), None)
-        }
-        _ => (None, None),
-    }
+fn split_unit(token: &str) -> Option<String> {
+    let start = token.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    (start > 0).then(|| token[start..].trim_matches('%').to_string()).filter(|u| !u.is_empty())
 }
 
 /// The text with thousands separators dropped from numbers: "1,200" becomes "1200",

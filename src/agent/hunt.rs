@@ -277,14 +277,12 @@ pub fn summarise(intent: &Intent, rows: &[Row]) -> String {
         })
         .collect();
     format!(
-        "{} {} in the last {}; leading: {}.",
+        "{} {} of {what} in the last {}; leading: {}.",
         rows.len(),
         if rows.len() == 1 { "row" } else { "rows" },
         hours(intent.window_hours),
         lead.join("; ")
     )
-    .replace("rows in", &format!("rows of {what} in"))
-    .replace("row in", &format!("row of {what} in"))
 }
 
 fn describe(intent: &Intent) -> String {

@@ -47,6 +47,11 @@ const SERVICES: [(&str, &[u16]); 18] = [
     ("dicom", &[104]),
 ];
 
+/// The name hunters use for a port's service, the first the table gives.
+pub fn service_name(port: u16) -> Option<&'static str> {
+    SERVICES.iter().find(|(_, ports)| ports.contains(&port)).map(|(name, _)| *name)
+}
+
 /// Words that ask about things the planner cannot see in network telemetry.
 const OUT_OF_REACH: [&str; 12] = [
     "user",

@@ -347,22 +347,22 @@ fn plain(value: &Value) -> String {
 /// The statement sharing the most words with `context`, if any shares one that is not
 /// common: which of a model's never-expected behaviours this finding is about.
 fn most_related<'a>(statements: &'a [String], context: &str) -> Option<&'a String> {
-    // Ports as the services statements name them.
+    // Ports written as reasons write them ("udp/53 ", "tcp/22,") under the names the
+    // statements use ("DNS", "SSH").
     let mut context = context.to_string();
-    for (port, name) in [
-        (22, "ssh"),
-        (23, "telnet"),
-        (53, "dns"),
-        (443, "https"),
-        (445, "smb"),
-        (3389, "rdp"),
-        (502, "modbus"),
-        (102, "s7"),
-    ] {
-        if context.contains(&format!("/{port} ")) || context.contains(&format!("/{port},")) {
-            context.push(' ');
-            context.push_str(name);
-        }
+    let names: Vec<&str> = context
+        .split('/')
+        .skip(1)
+        .filter_map(|after| {
+            let end = after.find(|c: char| !c.is_ascii_digit())?;
+            let port = after[..end].parse().ok()?;
+            matches!(after[end..].chars().next(), Some(' ' | ',')).then_some(port)
+        })
+        .filter_map(super::planner::service_name)
+        .collect();
+    for name in names {
+        context.push(' ');
+        context.push_str(name);
     }
     let context: BTreeSet<String> = crate::knowledge::sparse::terms(&context).into_iter().collect();
     statements

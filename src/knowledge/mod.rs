@@ -165,7 +165,7 @@ impl Knowledge {
     /// The embedded index loaded with ATT&CK for ICS and the shipped device knowledge.
     pub async fn embedded_default() -> Result<Knowledge, KnowledgeError> {
         let knowledge = Knowledge::new(Arc::new(EmbeddedIndex::default()), None);
-        knowledge.add(&base_docs()).await?;
+        knowledge.add(&base_docs(devices::DeviceKnowledge::shipped())).await?;
         Ok(knowledge)
     }
 
@@ -197,7 +197,7 @@ impl Knowledge {
         filter: Filter,
         limit: usize,
     ) -> Result<Vec<Hit>, KnowledgeError> {
-        let terms = sparse::query_terms(text);
+        let (words, added) = sparse::split_query(text);
         let (dense, mode) = match (&self.embedder, mode) {
             (Some(embedder), Mode::Dense | Mode::Hybrid) => {
                 let vector = embedder.embed(&[text.to_string()]).await?.pop();
@@ -205,8 +205,9 @@ impl Knowledge {
             }
             _ => (None, Mode::Sparse),
         };
-        let query = Query { sparse: sparse::query_vector(text), dense, mode, filter, limit };
+        let query = Query { sparse: sparse::weigh(&words, &added), dense, mode, filter, limit };
         let mut hits = self.index.search(&query).await?;
+        let terms: Vec<String> = words.into_iter().chain(added).collect();
         for hit in &mut hits {
             hit.matched = shared_terms(&terms, &hit.doc);
         }
@@ -296,10 +297,10 @@ fn shared_terms(query: &[String], doc: &Doc) -> Vec<String> {
     shared
 }
 
-/// ATT&CK for ICS and the shipped device knowledge as documents.
-pub fn base_docs() -> Vec<Doc> {
+/// ATT&CK for ICS and the given device knowledge as documents.
+pub fn base_docs(devices: &devices::DeviceKnowledge) -> Vec<Doc> {
     let mut docs = attack_docs(Attack::shipped());
-    docs.extend(devices::DeviceKnowledge::shipped().docs());
+    docs.extend(devices.docs());
     docs
 }
 
@@ -391,8 +392,7 @@ pub async fn from_settings(
         None => Arc::new(EmbeddedIndex::default()),
     };
     let knowledge = Knowledge::new(index, embedder);
-    let mut docs = attack_docs(Attack::shipped());
-    docs.extend(devices.docs());
+    let docs = base_docs(devices);
     if knowledge.index.count().await? < docs.len() {
         knowledge.add(&docs).await?;
     }

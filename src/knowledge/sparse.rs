@@ -249,11 +249,16 @@ pub fn query_terms(text: &str) -> Vec<String> {
 /// `EXPANSION_WEIGHT` each, so a word the analyst used outweighs one we inferred.
 pub fn query_vector(text: &str) -> Vec<(u32, f32)> {
     let (words, added) = split_query(text);
+    weigh(&words, &added)
+}
+
+/// The sparse vector of a query already split into its own and its added terms.
+pub fn weigh(words: &[String], added: &[String]) -> Vec<(u32, f32)> {
     let mut weights: HashMap<u32, f32> = HashMap::new();
-    for term in &words {
+    for term in words {
         *weights.entry(term_index(term)).or_default() += 1.0;
     }
-    for term in &added {
+    for term in added {
         *weights.entry(term_index(term)).or_default() += EXPANSION_WEIGHT;
     }
     let mut weights: Vec<(u32, f32)> = weights.into_iter().collect();
@@ -265,7 +270,7 @@ pub fn query_vector(text: &str) -> Vec<(u32, f32)> {
 const EXPANSION_WEIGHT: f32 = 1.0;
 
 /// A query's own terms, and the terms the vocabulary adds for them.
-fn split_query(text: &str) -> (Vec<String>, Vec<String>) {
+pub fn split_query(text: &str) -> (Vec<String>, Vec<String>) {
     let words = terms(text);
     let mut expanded = Vec::new();
     for (key, adds) in expansions() {
