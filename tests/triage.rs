@@ -121,3 +121,73 @@ fn the_triage_command_proposes_for_approval_and_records_the_case() {
     assert_ne!(code, Some(0));
     assert!(err.contains("not one finding") && err.contains("line 1"), "{err}");
 }
+
+#[tokio::test]
+async fn a_case_is_triaged_by_its_id_whether_pivotwatch_filed_it_or_not() {
+    use pivotwatch::xdr::{IncidentQuery, ParsedAlert, Xdr};
+    let bin = env!("CARGO_BIN_EXE_pivotwatch");
+    let dir = tempfile::TempDir::new().unwrap();
+    let (replay, critical) = fleet(dir.path());
+    // pivotwatch's own findings filed as the tenant's cases: the finding comes back
+    // from the case.
+    replay.import_findings(&critical[..1]).unwrap();
+    let listed = replay.list_incidents(&IncidentQuery::new()).await.unwrap();
+    let ours = listed.items[0].incident_id.clone();
+    let path = dir.path().to_path_buf();
+    let run = move |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::pivotwatch(bin, &args, Some(&path))
+    };
+    let args =
+        |id: &str| ["triage", "--incident", id, "--json", "--dry-run"].map(str::to_string).to_vec();
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let run = run.clone();
+        let args = args(&ours);
+        move || run(args)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    let result: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["device_id"], critical[0].device_id);
+    assert_eq!(result["risk"], critical[0].risk);
+    let case = result["evidence"].as_array().unwrap().iter().find(|e| e["tool"] == "get_case");
+    assert_eq!(case.unwrap()["data"]["incident_id"], ours.as_str());
+    assert_eq!(result["planner"], "offline");
+
+    // A case another product raised: the device comes from the alert's host address,
+    // the risk from the case's severity and the device's peer comparison.
+    let device = critical[0].ip.to_string();
+    let alert = ParsedAlert {
+        product: "NGFW".into(),
+        vendor: "PANW".into(),
+        local_ip: Some(device.clone()),
+        local_port: Some(49_152),
+        remote_ip: Some("203.0.113.9".into()),
+        remote_port: Some(443),
+        event_timestamp: Some(1_733_300_000_000),
+        severity: "High".into(),
+        alert_name: "Outbound beacon to a known C2 address".into(),
+        alert_description: Some("periodic TLS sessions".into()),
+        ..serde_json::from_value(serde_json::json!({
+            "product": "x", "vendor": "x", "severity": "Low", "alert_name": "x"
+        }))
+        .unwrap()
+    };
+    replay.insert_parsed_alerts(&[alert]).await.unwrap();
+    let listed = replay.list_incidents(&IncidentQuery::new()).await.unwrap();
+    let theirs =
+        listed.items.iter().find(|i| i.incident_id != ours).map(|i| i.incident_id.clone()).unwrap();
+    let (finding, case_text) =
+        pivotwatch::cli::triage::finding_for_incident(&replay, &theirs).await.unwrap();
+    assert_eq!(finding.ip, critical[0].ip);
+    assert_eq!(finding.severity, Severity::High);
+    assert!((65.0..=75.0).contains(&finding.risk), "{}", finding.risk);
+    assert!(!finding.peer_group.is_empty());
+    assert_eq!(case_text["alerts"][0]["name"], "Outbound beacon to a known C2 address");
+    // An id the tenant does not hold is named.
+    let (code, _, err) =
+        tokio::task::spawn_blocking(move || run(args("no-such-case"))).await.unwrap();
+    assert_ne!(code, Some(0));
+    assert!(err.contains("no-such-case"), "{err}");
+}

@@ -11,7 +11,13 @@ use std::time::{Duration, Instant};
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
-use async_openai::types::chat::{ChatCompletionRequestMessage, CreateChatCompletionRequestArgs};
+use async_openai::types::chat::{
+    ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent,
+    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
+    ChatCompletionRequestToolMessage, ChatCompletionRequestUserMessage, ChatCompletionTool,
+    ChatCompletionTools, CreateChatCompletionRequestArgs, FunctionCall, FunctionObject,
+};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -49,6 +55,100 @@ pub const HUNT_XQL: Prompt =
 /// The repair prompt, with `{errors}` filled in.
 pub const HUNT_XQL_REPAIR: Prompt =
     Prompt { id: "hunt_xql_repair.v1", text: include_str!("../../prompts/hunt_xql_repair.v1.md") };
+
+/// The system prompt for triage with tools.
+pub const TRIAGE: Prompt =
+    Prompt { id: "triage.v1", text: include_str!("../../prompts/triage.v1.md") };
+/// Sent back once when a triage narrative states figures its evidence does not hold.
+pub const TRIAGE_REWRITE: Prompt =
+    Prompt { id: "triage_rewrite.v1", text: include_str!("../../prompts/triage_rewrite.v1.md") };
+
+/// A message of a conversation with tools, in the form the agent keeps and packs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    System(String),
+    User(String),
+    Assistant { content: Option<String>, tool_calls: Vec<ToolCall> },
+    Tool { call_id: String, content: String },
+}
+
+impl Message {
+    /// The text the model reads, for token counts.
+    pub fn text(&self) -> String {
+        match self {
+            Message::System(text) | Message::User(text) | Message::Tool { content: text, .. } => {
+                text.clone()
+            }
+            Message::Assistant { content, tool_calls } => {
+                let mut text = content.clone().unwrap_or_default();
+                for call in tool_calls {
+                    text.push_str(&call.name);
+                    text.push_str(&call.arguments);
+                }
+                text
+            }
+        }
+    }
+
+    fn to_request(&self) -> ChatCompletionRequestMessage {
+        match self {
+            Message::System(text) => ChatCompletionRequestSystemMessage::from(text.as_str()).into(),
+            Message::User(text) => ChatCompletionRequestUserMessage::from(text.as_str()).into(),
+            Message::Assistant { content, tool_calls } => ChatCompletionRequestAssistantMessage {
+                content: content.clone().map(ChatCompletionRequestAssistantMessageContent::Text),
+                tool_calls: (!tool_calls.is_empty()).then(|| {
+                    tool_calls
+                        .iter()
+                        .map(|call| {
+                            ChatCompletionMessageToolCalls::Function(
+                                ChatCompletionMessageToolCall {
+                                    id: call.id.clone(),
+                                    function: FunctionCall {
+                                        name: call.name.clone(),
+                                        arguments: call.arguments.clone(),
+                                    },
+                                },
+                            )
+                        })
+                        .collect()
+                }),
+                ..Default::default()
+            }
+            .into(),
+            Message::Tool { call_id, content } => ChatCompletionRequestToolMessage {
+                content: content.clone().into(),
+                tool_call_id: call_id.clone(),
+            }
+            .into(),
+        }
+    }
+}
+
+/// A tool call the model asked for; `arguments` is the model's JSON text, unchecked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// What the model sees of a tool: its name, description and argument schema.
+#[derive(Clone, Debug)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
+}
+
+/// One turn of a conversation with tools.
+#[derive(Clone, Debug, Default)]
+pub struct Turn {
+    pub content: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub latency_ms: u64,
+}
 
 /// One answer and what it cost.
 #[derive(Clone, Debug, Default)]
@@ -105,6 +205,86 @@ impl Llm {
         &self.model
     }
 
+    /// One chat completion that may call the given tools (several at once). A turn with
+    /// neither text nor tool calls is `Empty`.
+    pub async fn chat(
+        &self,
+        messages: &[Message],
+        tools: &[ToolSpec],
+        timeout: Duration,
+    ) -> Result<Turn, LlmError> {
+        let mut request = CreateChatCompletionRequestArgs::default();
+        request
+            .model(self.model.clone())
+            .messages(messages.iter().map(Message::to_request).collect::<Vec<_>>())
+            .temperature(0.0);
+        if !tools.is_empty() {
+            request
+                .tools(
+                    tools
+                        .iter()
+                        .map(|tool| {
+                            ChatCompletionTools::Function(ChatCompletionTool {
+                                function: FunctionObject {
+                                    name: tool.name.clone(),
+                                    description: Some(tool.description.clone()),
+                                    parameters: Some(tool.parameters.clone()),
+                                    strict: None,
+                                },
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                )
+                .parallel_tool_calls(true);
+        }
+        let request = request.build().map_err(|err| LlmError::Config(err.to_string()))?;
+        let timeout = timeout.min(self.timeout);
+        let started = Instant::now();
+        let response = tokio::time::timeout(timeout, self.client.chat().create(request))
+            .await
+            .map_err(|_| LlmError::Timeout(timeout))?
+            .map_err(|err| self.endpoint_error(err))?;
+        let usage = response.usage.clone();
+        let Some(choice) = response.choices.into_iter().next() else {
+            return Err(LlmError::Empty);
+        };
+        let tool_calls: Vec<ToolCall> = choice
+            .message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|call| match call {
+                ChatCompletionMessageToolCalls::Function(call) => Some(ToolCall {
+                    id: call.id,
+                    name: call.function.name,
+                    arguments: call.function.arguments,
+                }),
+                // Custom (free-text) tools are never offered, so never honoured.
+                ChatCompletionMessageToolCalls::Custom(_) => None,
+            })
+            .collect();
+        let content = choice.message.content.filter(|t| !t.trim().is_empty());
+        if content.is_none() && tool_calls.is_empty() {
+            return Err(LlmError::Empty);
+        }
+        Ok(Turn {
+            content,
+            tool_calls,
+            input_tokens: usage.as_ref().map_or(0, |u| u64::from(u.prompt_tokens)),
+            output_tokens: usage.as_ref().map_or(0, |u| u64::from(u.completion_tokens)),
+            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    fn endpoint_error(&self, err: async_openai::error::OpenAIError) -> LlmError {
+        match err {
+            async_openai::error::OpenAIError::Reqwest(err) if err.is_timeout() => {
+                LlmError::Timeout(self.timeout)
+            }
+            err => LlmError::Endpoint(err.to_string()),
+        }
+    }
+
     /// One chat completion.
     pub async fn complete(
         &self,
@@ -120,12 +300,7 @@ impl Llm {
         let response = tokio::time::timeout(self.timeout, self.client.chat().create(request))
             .await
             .map_err(|_| LlmError::Timeout(self.timeout))?
-            .map_err(|err| match err {
-                async_openai::error::OpenAIError::Reqwest(err) if err.is_timeout() => {
-                    LlmError::Timeout(self.timeout)
-                }
-                err => LlmError::Endpoint(err.to_string()),
-            })?;
+            .map_err(|err| self.endpoint_error(err))?;
         let usage = response.usage.clone();
         let text = response
             .choices

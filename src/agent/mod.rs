@@ -6,7 +6,10 @@ pub mod grounding;
 pub mod hunt;
 pub mod llm;
 pub mod planner;
+pub mod run;
+pub mod schema;
+pub mod tools;
 pub mod triage;
 
 pub use hunt::{FollowUp, HuntResult, hunt, hunt_offline};
-pub use triage::{TriageResult, triage_offline};
+pub use triage::{TriageOptions, TriageResult, triage, triage_offline};

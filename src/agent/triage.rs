@@ -13,9 +13,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::grounding::{self, Fact};
+use super::llm::{Llm, Message, TRIAGE, TRIAGE_REWRITE, Turn};
+use super::run::{self, Limits, Run};
+use super::tools::{Permits, Registry, ToolContext};
+use crate::actions::{Action, Gate};
+use crate::audit::{self, Actor, Inference, Kind};
 use crate::knowledge::devices::DeviceKnowledge;
 use crate::knowledge::{self, Knowledge, TechniqueRef};
 use crate::model::{Finding, Severity};
+use crate::store::Store;
 use crate::xdr::{Row, Xdr, XqlRequest};
 
 /// One piece of evidence, with the id the narrative cites it by.
@@ -57,7 +63,25 @@ pub struct TriageResult {
     /// Proposal ids, once the suggestions were proposed.
     #[serde(default)]
     pub proposals: Vec<String>,
+    /// `llm` when the model wrote the narrative, else `offline`.
     pub planner: String,
+    /// The model, when one was asked.
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub prompt_id: Option<String>,
+    /// Why the offline planner answered although a model is configured.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Tokens the model spent on this triage (prompt, completion).
+    #[serde(default)]
+    pub tokens: (u64, u64),
+    /// Tool calls the model made.
+    #[serde(default)]
+    pub tool_calls: usize,
+    /// Evidence dropped from the model's context to fit the token budget.
+    #[serde(default)]
+    pub dropped_evidence: Vec<String>,
 }
 
 /// The inventory facts the narrative uses.
@@ -193,6 +217,12 @@ pub async fn triage_offline(
         Value::Object(month_row.clone()),
     );
 
+    let peers = super::tools::peer_scores(xdr, &ip, 30).await.ok();
+    let e_peers = peers.map(|out| {
+        let id = push("score_peer_group", out.summary.clone(), out.data);
+        (id, out.summary)
+    });
+
     let techniques = knowledge::resolve(&finding.techniques).unwrap_or_default();
     let e_attack = (!techniques.is_empty()).then(|| {
         push(
@@ -288,6 +318,9 @@ pub async fn triage_offline(
         "\nContext: {day_flows} flows in the last 24 hours [{e_day}]; over 30 days {} flows [{e_month}].",
         month_row.get("flows").map_or("no".to_string(), |v| v.to_string())
     );
+    if let Some((id, summary)) = &e_peers {
+        let _ = write!(narrative, " Its 30-day peer comparison: {summary} [{id}].");
+    }
     if let Some(id) = &e_similar {
         let _ = write!(narrative, " Similar past cases are listed in [{id}].");
     }
@@ -310,14 +343,7 @@ pub async fn triage_offline(
         }
     );
 
-    // The check: every figure in the narrative must be in the evidence.
-    let evidence_text = serde_json::to_string(&evidence).unwrap_or_default();
-    let mut known_facts: BTreeSet<Fact> = grounding::facts(&evidence_text);
-    for item in &evidence {
-        known_facts.extend(grounding::facts(&item.summary));
-    }
-    let unsupported: Vec<String> =
-        grounding::unsupported(&narrative, &known_facts).iter().map(grounding::describe).collect();
+    let unsupported = unsupported_in(&narrative, &evidence);
 
     TriageResult {
         device_id: finding.device_id.clone(),
@@ -333,7 +359,23 @@ pub async fn triage_offline(
         suggestions,
         proposals: Vec::new(),
         planner: "offline".into(),
+        model: None,
+        prompt_id: None,
+        fallback: None,
+        tokens: (0, 0),
+        tool_calls: 0,
+        dropped_evidence: Vec::new(),
     }
+}
+
+/// The figures a narrative states that its evidence does not hold, described.
+pub fn unsupported_in(narrative: &str, evidence: &[EvidenceItem]) -> Vec<String> {
+    let evidence_text = serde_json::to_string(evidence).unwrap_or_default();
+    let mut known: BTreeSet<Fact> = grounding::facts(&evidence_text);
+    for item in evidence {
+        known.extend(grounding::facts(&item.summary));
+    }
+    grounding::unsupported(narrative, &known).iter().map(grounding::describe).collect()
 }
 
 /// A value as the narrative writes it: text without quotes, numbers as they are.
@@ -430,4 +472,237 @@ fn suggest(finding: &Finding, profile: &Profile, label: &str, ip: &str) -> Vec<S
         });
     }
     out
+}
+
+/// How a triage runs: with which model (none: the offline planner), where proposals
+/// and the audit trail go, and its limits.
+#[derive(Default)]
+pub struct TriageOptions<'a> {
+    pub llm: Option<&'a Llm>,
+    pub store: Option<&'a Store>,
+    /// `None`: a dry run; proposals are listed, not recorded.
+    pub gate: Option<&'a Gate>,
+    /// The Cortex XDR case this finding belongs to, when there is one.
+    pub incident_id: Option<String>,
+    /// Untrusted text that came with the case (its description, alert names).
+    pub case_text: Option<Value>,
+    pub limits: Limits,
+}
+
+/// What this triage may propose, from the finding's structure: a ticket for anything
+/// medium or above, an XSOAR incident for high or above, the offline planner's
+/// suggestions (quarantine only where it would suggest it), and a case comment when
+/// there is a case. Never from anything the telemetry says.
+pub fn permits(finding: &Finding, offline: &TriageResult, incident_id: Option<&str>) -> Permits {
+    let mut kinds: BTreeSet<String> = offline.suggestions.iter().map(|s| s.kind.clone()).collect();
+    if finding.severity >= Severity::Medium {
+        kinds.insert("servicenow_incident".into());
+    }
+    if finding.severity >= Severity::High {
+        kinds.insert("xsoar_incident".into());
+    }
+    if incident_id.is_some() {
+        kinds.insert("xdr_case_comment".into());
+    }
+    Permits {
+        kinds,
+        device_id: Some(finding.device_id.clone()),
+        ip: Some(finding.ip),
+        incident_id: incident_id.map(str::to_string),
+        max_proposals: 3,
+    }
+}
+
+/// Triages a finding: with the model when one is configured (it may call tools for more
+/// context and propose permitted actions; its narrative is checked against the evidence
+/// and rewritten once, else the template is used), and with the offline planner when
+/// none is, or when the model fails or runs out of its limits, saying why.
+pub async fn triage(
+    finding: &Finding,
+    xdr: &dyn Xdr,
+    knowledge: Option<&Knowledge>,
+    options: &TriageOptions<'_>,
+) -> TriageResult {
+    let mut offline = triage_offline(finding, xdr, knowledge).await;
+    if let Some(case) = &options.case_text {
+        let id = format!("E{}", offline.evidence.len() + 1);
+        offline.evidence.push(EvidenceItem {
+            id,
+            tool: "get_case".into(),
+            summary: format!(
+                "Cortex XDR case {}",
+                options.incident_id.as_deref().unwrap_or("without an id")
+            ),
+            data: case.clone(),
+        });
+    }
+    let Some(llm) = options.llm else {
+        propose_suggestions(&mut offline, options.gate).await;
+        return offline;
+    };
+    let mut ctx = ToolContext::new(xdr);
+    ctx.knowledge = knowledge;
+    ctx.store = options.store;
+    ctx.gate = options.gate;
+    ctx.permits = permits(finding, &offline, options.incident_id.as_deref());
+    let registry = Registry::with_proposals();
+    let run = Run {
+        llm,
+        registry: &registry,
+        ctx: &ctx,
+        prompt: &TRIAGE,
+        limits: options.limits.clone(),
+        nonce: run::nonce(),
+    };
+    let messages = vec![
+        Message::System(TRIAGE.text.to_string()),
+        Message::User(request(finding, &offline, &ctx.permits, &run.nonce)),
+    ];
+    let outcome = run.go(messages, offline.evidence.clone()).await;
+    let mut result = offline.clone();
+    result.model = Some(llm.model().to_string());
+    result.prompt_id = Some(TRIAGE.id.to_string());
+    result.tokens = (outcome.input_tokens, outcome.output_tokens);
+    result.tool_calls = outcome.calls.len();
+    result.dropped_evidence = outcome.dropped.clone();
+    result.evidence = outcome.evidence.clone();
+    let proposed = ctx.proposed();
+    result.suggestions = proposed
+        .iter()
+        .map(|p| Suggestion {
+            kind: p.kind.clone(),
+            params: p.params.clone(),
+            reason: p.reason.clone(),
+        })
+        .collect();
+    result.proposals = proposed.iter().filter_map(|p| p.id.clone()).collect();
+
+    let Some(answer) = outcome.answer.clone() else {
+        // The model did not finish: the template narrative and the offline planner's
+        // proposals (beside any the model already made), saying why.
+        let why = outcome
+            .stop
+            .as_ref()
+            .map_or("the model gave no answer".to_string(), ToString::to_string);
+        result.planner = "offline".into();
+        result.fallback = Some(why);
+        result.narrative = offline.narrative.clone();
+        result.narrative_source = "template".into();
+        let made: BTreeSet<String> = proposed.iter().map(|p| p.kind.clone()).collect();
+        let mut rest = offline.clone();
+        rest.suggestions.retain(|s| !made.contains(&s.kind));
+        propose_suggestions(&mut rest, options.gate).await;
+        result.suggestions.extend(rest.suggestions);
+        result.proposals.extend(rest.proposals);
+        return result;
+    };
+    result.planner = "llm".into();
+    let unsupported = unsupported_in(&answer, &result.evidence);
+    if unsupported.is_empty() {
+        result.narrative = answer;
+        result.narrative_source = "model".into();
+        result.grounded = true;
+        result.unsupported = Vec::new();
+        return result;
+    }
+    // One rewrite, told exactly which figures the evidence does not hold.
+    let mut messages = outcome.messages;
+    messages
+        .push(Message::User(TRIAGE_REWRITE.text.replace("{unsupported}", &unsupported.join(", "))));
+    let rewrite = llm.chat(&messages, &[], options.limits.wall).await;
+    if let Ok(turn) = &rewrite {
+        result.tokens.0 += turn.input_tokens;
+        result.tokens.1 += turn.output_tokens;
+        record_rewrite(options.store, llm, turn).await;
+    }
+    let second = rewrite.ok().and_then(|t| t.content);
+    match second {
+        Some(text) if unsupported_in(&text, &result.evidence).is_empty() => {
+            result.narrative = text;
+            result.narrative_source = "model_rewrite".into();
+            result.grounded = true;
+            result.unsupported = Vec::new();
+        }
+        _ => {
+            result.narrative = offline.narrative.clone();
+            result.narrative_source = "template".into();
+            result.grounded = offline.grounded;
+            result.unsupported = offline.unsupported.clone();
+            result.fallback = Some(format!(
+                "the model's narrative stated figures not in the evidence ({}) and its rewrite did not fix them",
+                unsupported.join(", ")
+            ));
+        }
+    }
+    result
+}
+
+/// The request the model reads: the task, what it may propose, and the evidence so far.
+fn request(finding: &Finding, offline: &TriageResult, permits: &Permits, nonce: &str) -> String {
+    let mut text = format!(
+        "Triage this finding for the analyst: device {} ({}), severity {}, risk {:.0}.\n",
+        finding.device_id,
+        finding.ip,
+        finding.severity.as_str(),
+        finding.risk
+    );
+    if permits.kinds.is_empty() {
+        text.push_str("This request permits no proposals.\n");
+    } else {
+        let kinds: Vec<&str> = permits.kinds.iter().map(String::as_str).collect();
+        let _ = writeln!(
+            text,
+            "This request permits proposing, for this device only: {}.",
+            kinds.join(", ")
+        );
+    }
+    text.push_str("\nEvidence so far:\n");
+    for item in &offline.evidence {
+        // Only pivotwatch's own detection figures are unfenced; everything else carries
+        // names and values from the tenant.
+        let untrusted = item.tool != "detection" && item.tool != "score_peer_group";
+        text.push_str(&run::render(nonce, item, untrusted));
+        text.push_str("\n\n");
+    }
+    text
+}
+
+/// Records the offline planner's suggestions as proposals, when there is a gate.
+async fn propose_suggestions(result: &mut TriageResult, gate: Option<&Gate>) {
+    let Some(gate) = gate else { return };
+    for suggestion in &result.suggestions {
+        let action = match Action::from_parts(&suggestion.kind, suggestion.params.clone()) {
+            Ok(action) => action,
+            Err(err) => {
+                tracing::error!(
+                    "the offline planner suggested an invalid {}: {err}",
+                    suggestion.kind
+                );
+                continue;
+            }
+        };
+        match gate.propose(action, &Actor::Agent, &suggestion.reason).await {
+            Ok(Some(proposal)) => result.proposals.push(proposal.id),
+            Ok(None) => {}
+            Err(err) => tracing::error!("a {} could not be proposed: {err}", suggestion.kind),
+        }
+    }
+}
+
+async fn record_rewrite(store: Option<&Store>, llm: &Llm, turn: &Turn) {
+    let Some(store) = store else { return };
+    let inference = Inference {
+        model: llm.model().to_string(),
+        prompt_id: TRIAGE_REWRITE.id.to_string(),
+        prompt_hash: TRIAGE_REWRITE.hash(),
+        input_tokens: turn.input_tokens,
+        output_tokens: turn.output_tokens,
+        latency_ms: turn.latency_ms,
+        tool_calls: Vec::new(),
+        evidence: turn.content.as_deref().map(run::cited).unwrap_or_default().into_iter().collect(),
+    };
+    let payload = serde_json::to_value(&inference).unwrap_or(Value::Null);
+    if let Err(err) = audit::append(store, &Actor::Agent, Kind::Inference, payload).await {
+        tracing::error!("an inference could not be recorded in the audit trail: {err}");
+    }
 }

@@ -11,7 +11,7 @@ mod ingest;
 mod proposals;
 mod replay;
 mod simulate;
-mod triage;
+pub mod triage;
 mod xdr_sim;
 mod xql;
 

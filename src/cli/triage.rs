@@ -1,27 +1,35 @@
-//! `pivotwatch triage --finding FILE`: the write-up for one finding, its evidence, and
-//! the actions it proposes (pending approval).
+//! `pivotwatch triage --finding FILE | --incident ID`: the write-up for one finding or
+//! Cortex XDR case, its evidence, and the actions it proposes (pending approval). With
+//! a model configured the agent writes it, calling tools; without one, or when the
+//! model fails, the offline planner does, and the output says which.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use serde_json::{Value, json};
 
 use super::audit::DatabaseArgs;
-use crate::actions::{Action, Gate, Policy, Users, settings};
-use crate::agent::triage_offline;
-use crate::audit::Actor;
+use crate::actions::{Gate, Policy, Users, settings};
+use crate::agent::llm::Llm;
+use crate::agent::{TriageOptions, triage};
 use crate::knowledge::cases::{self, Case};
 use crate::knowledge::devices::DeviceKnowledge;
-use crate::model::Finding;
+use crate::model::{Evidence, Finding, Severity};
+use crate::xdr::Xdr;
 use crate::xdr::connect::TenantSettings;
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("subject").required(true).args(["finding", "incident"])))]
 pub struct TriageArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// One object of the detection output (`pivotwatch detect --json`), in a file.
     #[arg(long)]
-    pub finding: PathBuf,
+    pub finding: Option<PathBuf>,
+    /// A Cortex XDR case (incident) id on the tenant.
+    #[arg(long)]
+    pub incident: Option<String>,
     /// Print the whole result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -31,51 +39,48 @@ pub struct TriageArgs {
 }
 
 pub fn run(args: TriageArgs) -> anyhow::Result<i32> {
-    let text = std::fs::read_to_string(&args.finding)
-        .with_context(|| format!("reading {}", args.finding.display()))?;
-    let finding: Finding = serde_json::from_str(text.trim()).map_err(|err| {
-        anyhow::anyhow!(
-            "{}: not one finding of the detection output (line {}, column {}): {err}",
-            args.finding.display(),
-            err.line(),
-            err.column()
-        )
-    })?;
     let data_dir = args.database.data_dir.data_dir.clone();
     let tenant = TenantSettings::from_env().open(&data_dir)?;
     let xdr = tenant.xdr();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let store = args.database.open(&runtime)?;
-    let mut result = runtime.block_on(async {
+    let llm = Llm::from_settings(&settings::from_env)?;
+    let (finding, case_text) = match (&args.finding, &args.incident) {
+        (Some(path), _) => (read_finding(path)?, None),
+        (None, Some(id)) => {
+            let (finding, text) = runtime.block_on(finding_for_incident(&*xdr, id))?;
+            (finding, Some(text))
+        }
+        (None, None) => anyhow::bail!("give --finding FILE or --incident ID"),
+    };
+    let users_file = data_dir.join("users.toml");
+    let users = if users_file.exists() {
+        Users::load(&users_file).map_err(anyhow::Error::msg)?
+    } else {
+        Users::default()
+    };
+    let gate = Gate::new(store.clone(), Policy::default(), users);
+    let result = runtime.block_on(async {
         let knowledge =
             crate::knowledge::from_settings(&settings::from_env, DeviceKnowledge::shipped())
                 .await?;
         let docs: Vec<_> = cases::all(&store).await?.iter().map(Case::doc).collect();
         knowledge.add(&docs).await?;
-        // TODO: write the narrative with the configured model once the model-backed
-        // agent exists; the template narrative is used every time today.
-        anyhow::Ok(triage_offline(&finding, &*xdr, Some(&knowledge)).await)
-    })?;
-    if !args.dry_run {
-        let users_file = data_dir.join("users.toml");
-        let users = if users_file.exists() {
-            Users::load(&users_file).map_err(anyhow::Error::msg)?
-        } else {
-            Users::default()
+        let options = TriageOptions {
+            llm: llm.as_ref(),
+            store: Some(&store),
+            gate: (!args.dry_run).then_some(&gate),
+            incident_id: args.incident.clone(),
+            case_text,
+            ..TriageOptions::default()
         };
-        let gate = Gate::new(store.clone(), Policy::default(), users);
-        runtime.block_on(async {
-            for suggestion in &result.suggestions {
-                let action = Action::from_parts(&suggestion.kind, suggestion.params.clone())
-                    .map_err(anyhow::Error::msg)?;
-                if let Some(proposal) =
-                    gate.propose(action, &Actor::Agent, &suggestion.reason).await?
-                {
-                    result.proposals.push(proposal.id);
-                }
-            }
+        let result = triage(&finding, &*xdr, Some(&knowledge), &options).await;
+        if !args.dry_run {
             let case = Case {
-                id: format!("{}@{}", finding.device_id, finding.window_start),
+                id: args
+                    .incident
+                    .clone()
+                    .unwrap_or_else(|| format!("{}@{}", finding.device_id, finding.window_start)),
                 device_id: finding.device_id.clone(),
                 vendor: None,
                 model: None,
@@ -86,9 +91,9 @@ pub fn run(args: TriageArgs) -> anyhow::Result<i32> {
                 created_at_ms: crate::store::now_ms(),
             };
             cases::record_triage(&store, &case).await?;
-            anyhow::Ok(())
-        })?;
-    }
+        }
+        anyhow::Ok(result)
+    })?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &result)?;
@@ -96,18 +101,152 @@ pub fn run(args: TriageArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     writeln!(out, "{}\n", result.narrative)?;
+    match (&result.model, &result.fallback) {
+        (Some(model), None) => writeln!(
+            out,
+            "written by {model} ({} tool calls, {} + {} tokens)",
+            result.tool_calls, result.tokens.0, result.tokens.1
+        )?,
+        (_, Some(why)) => writeln!(out, "written by the offline planner: {why}")?,
+        (None, None) => writeln!(out, "written by the offline planner (no model configured)")?,
+    }
     if !result.grounded {
         writeln!(out, "warning: not in the evidence: {}", result.unsupported.join(", "))?;
     }
-    writeln!(out, "evidence:")?;
+    writeln!(out, "\nevidence:")?;
     for item in &result.evidence {
         writeln!(out, "  {} {:<18} {}", item.id, item.tool, item.summary)?;
     }
-    if !result.proposals.is_empty() {
-        writeln!(out, "\nproposed, waiting for approval (pivotwatch proposals list):")?;
-        for (id, s) in result.proposals.iter().zip(&result.suggestions) {
-            writeln!(out, "  {id}  {}", s.kind)?;
+    if !result.dropped_evidence.is_empty() {
+        writeln!(
+            out,
+            "  (dropped from the model's context to fit its budget: {})",
+            result.dropped_evidence.join(", ")
+        )?;
+    }
+    if !result.suggestions.is_empty() {
+        let recorded = !result.proposals.is_empty();
+        writeln!(
+            out,
+            "\n{}",
+            if recorded {
+                "proposed, waiting for approval (pivotwatch proposals list):"
+            } else {
+                "would propose (not recorded):"
+            }
+        )?;
+        for (idx, s) in result.suggestions.iter().enumerate() {
+            let id = result.proposals.get(idx).map_or("-", String::as_str);
+            writeln!(out, "  {id}  {}  {}", s.kind, s.reason)?;
         }
     }
     Ok(0)
+}
+
+fn read_finding(path: &std::path::Path) -> anyhow::Result<Finding> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(text.trim()).map_err(|err| {
+        anyhow::anyhow!(
+            "{}: not one finding of the detection output (line {}, column {}): {err}",
+            path.display(),
+            err.line(),
+            err.column()
+        )
+    })
+}
+
+/// The finding a case is about, and the case's own text (which is untrusted). A case
+/// that pivotwatch filed carries its finding in the alert; for any other case the
+/// finding is built from the first alert with a host address, the case's severity
+/// and the device's 30-day peer comparison.
+pub async fn finding_for_incident(
+    xdr: &dyn Xdr,
+    incident_id: &str,
+) -> anyhow::Result<(Finding, Value)> {
+    let extra = xdr
+        .incident_extra_data(incident_id, 50)
+        .await
+        .with_context(|| format!("reading case {incident_id}"))?;
+    let case_text = json!({
+        "incident_id": extra.incident.incident_id,
+        "name": extra.incident.incident_name,
+        "description": extra.incident.description,
+        "severity": extra.incident.severity,
+        "status": extra.incident.status,
+        "alerts": extra.alerts.data.iter().map(|a| json!({
+            "name": a.name, "category": a.category, "severity": a.severity,
+            "host_ip": a.host_ip, "host_name": a.host_name,
+            "techniques": a.mitre_technique_id_and_name,
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(finding) = extra
+        .alerts
+        .data
+        .iter()
+        .filter_map(|a| a.extra.get("pivotwatch_finding"))
+        .find_map(|f| serde_json::from_value::<Finding>(f.clone()).ok())
+    {
+        return Ok((finding, case_text));
+    }
+    let alert = extra
+        .alerts
+        .data
+        .iter()
+        .find(|a| a.host_ip.iter().any(|ip| ip.parse::<std::net::IpAddr>().is_ok()))
+        .ok_or_else(|| anyhow::anyhow!("case {incident_id} has no alert with a host address"))?;
+    let ip: std::net::IpAddr = alert
+        .host_ip
+        .iter()
+        .find_map(|ip| ip.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("case {incident_id}: no host address"))?;
+    let severity = match extra.incident.severity.as_deref().unwrap_or("low") {
+        "critical" => Severity::Critical,
+        "high" => Severity::High,
+        "medium" => Severity::Medium,
+        _ => Severity::Low,
+    };
+    let peers = crate::agent::tools::peer_scores(xdr, &ip.to_string(), 30).await.ok();
+    let percentile =
+        peers.as_ref().and_then(|p| p.data["highest_percentile"].as_f64()).unwrap_or(0.0);
+    let group = peers
+        .as_ref()
+        .and_then(|p| p.data["group"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    // The case's severity sets the risk; the peer comparison moves it within its band.
+    let base = match severity {
+        Severity::Critical => 85.0,
+        Severity::High => 65.0,
+        Severity::Medium => 40.0,
+        _ => 15.0,
+    };
+    let at = |ms: Option<i64>| {
+        ms.and_then(|ms| time::OffsetDateTime::from_unix_timestamp(ms / 1000).ok())
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default()
+    };
+    let techniques = alert
+        .mitre_technique_id_and_name
+        .iter()
+        .filter_map(|t| t.split_whitespace().next())
+        .filter(|id| id.starts_with('T'))
+        .map(str::to_string)
+        .collect();
+    Ok((
+        Finding {
+            device_id: alert.host_name.clone().unwrap_or_else(|| ip.to_string()),
+            ip,
+            peer_group: group,
+            window_start: at(alert.detection_timestamp),
+            window_end: at(extra.incident.modification_time),
+            score: 0.0,
+            peer_percentile: percentile,
+            risk: (base + percentile / 10.0).min(100.0),
+            severity,
+            reasons: Vec::new(),
+            techniques,
+            evidence: Evidence { flows: 0, examples: Vec::new() },
+        },
+        case_text,
+    ))
 }
