@@ -81,6 +81,35 @@ fn main() {
     let findings: Vec<_> =
         output.detection.findings.iter().filter(|f| f.severity >= Severity::High).collect();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // Tokens of the first triage request as written: the system prompt, the request
+    // with the evidence gathered offline (fenced), and the six tools' schemas.
+    let registry = pivotwatch::agent::tools::Registry::with_proposals();
+    let specs = registry.specs();
+    let bpe = tiktoken_rs::o200k_base_singleton();
+    let tool_tokens = pivotwatch::agent::run::request_tokens(bpe, &[], &specs);
+    let mut triage_tokens: Vec<f64> = findings
+        .iter()
+        .map(|finding| {
+            let offline = runtime.block_on(triage_offline(finding, &replay, None));
+            let permits = pivotwatch::agent::triage::permits(finding, &offline, None);
+            let messages = pivotwatch::agent::triage::first_messages(
+                finding,
+                &offline,
+                &permits,
+                "0123456789abcdef",
+            );
+            pivotwatch::agent::run::request_tokens(bpe, &messages, &specs) as f64
+        })
+        .collect();
+    println!(
+        "triage request as written (o200k_base), {} findings: median {:.0} tokens, p90 {:.0}, max {:.0}; of which the tool schemas and descriptions {}",
+        findings.len(),
+        percentile(&mut triage_tokens, 0.5),
+        percentile(&mut triage_tokens, 0.9),
+        percentile(&mut triage_tokens, 1.0),
+        tool_tokens
+    );
+
     let mut latency = Vec::new();
     let mut grounded = 0;
     for _ in 0..3 {

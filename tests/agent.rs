@@ -357,6 +357,16 @@ async fn a_rate_limit_is_retried_and_a_model_that_is_down_leaves_the_offline_pla
     assert_eq!(model.seen().len(), 2);
     assert_eq!(result.planner, "llm", "{:?}", result.fallback);
 
+    // An answer that is JSON but not a chat completion (a proxy's error page, say).
+    let (_, llm) = serve(vec![(200, json!({"unexpected": "<html>gateway</html>"}))]).await;
+    let result = run(&llm, &replay, &finding, None, None, Limits::default()).await;
+    assert_eq!(result.planner, "offline");
+    assert!(
+        result.fallback.as_deref().unwrap().contains("the model failed"),
+        "{:?}",
+        result.fallback
+    );
+
     // Nothing listens on this port.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

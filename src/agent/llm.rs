@@ -20,6 +20,7 @@ use async_openai::types::chat::{
 };
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+use tracing::Instrument;
 
 use crate::actions::Secret;
 use crate::actions::settings::Lookup;
@@ -297,11 +298,24 @@ impl Llm {
             .build()
             .map_err(|err| LlmError::Config(err.to_string()))?;
         let started = Instant::now();
+        let span = tracing::info_span!(
+            "gen_ai.chat",
+            gen_ai.operation.name = "chat",
+            gen_ai.system = "openai",
+            gen_ai.request.model = %self.model,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+        );
         let response = tokio::time::timeout(self.timeout, self.client.chat().create(request))
+            .instrument(span.clone())
             .await
             .map_err(|_| LlmError::Timeout(self.timeout))?
             .map_err(|err| self.endpoint_error(err))?;
         let usage = response.usage.clone();
+        if let Some(usage) = &usage {
+            span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
+            span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+        }
         let text = response
             .choices
             .into_iter()

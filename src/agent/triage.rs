@@ -554,10 +554,7 @@ pub async fn triage(
         limits: options.limits.clone(),
         nonce: run::nonce(),
     };
-    let messages = vec![
-        Message::System(TRIAGE.text.to_string()),
-        Message::User(request(finding, &offline, &ctx.permits, &run.nonce)),
-    ];
+    let messages = first_messages(finding, &offline, &ctx.permits, &run.nonce);
     let outcome = run.go(messages, offline.evidence.clone()).await;
     let mut result = offline.clone();
     result.model = Some(llm.model().to_string());
@@ -635,6 +632,20 @@ pub async fn triage(
         }
     }
     result
+}
+
+/// The conversation a model-backed triage starts from: the system prompt and the
+/// request with the evidence the offline planner gathered.
+pub fn first_messages(
+    finding: &Finding,
+    offline: &TriageResult,
+    permits: &Permits,
+    nonce: &str,
+) -> Vec<Message> {
+    vec![
+        Message::System(TRIAGE.text.to_string()),
+        Message::User(request(finding, offline, permits, nonce)),
+    ]
 }
 
 /// The request the model reads: the task, what it may propose, and the evidence so far.

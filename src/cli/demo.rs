@@ -98,16 +98,24 @@ fn demo_in(dir: &Path, seed: u64) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Writes up the riskiest finding as `pivotwatch triage` does, offline.
+/// Writes up the riskiest finding as `pivotwatch triage` does: with the configured
+/// model, else offline. Nothing is proposed.
 fn triage_top(replay: &Replay, finding: &Finding) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let llm = crate::agent::llm::Llm::from_settings(&crate::actions::settings::from_env)?;
+    let options = crate::agent::TriageOptions { llm: llm.as_ref(), ..Default::default() };
     let started = Instant::now();
-    let result = runtime.block_on(crate::agent::triage_offline(finding, replay, None));
+    let result = runtime.block_on(crate::agent::triage(finding, replay, None, &options));
     let took = started.elapsed().as_secs_f64() * 1e3;
     let mut out = std::io::stdout().lock();
+    let by = match (&result.model, &result.fallback) {
+        (Some(model), None) => format!("{model}, {} tool calls", result.tool_calls),
+        (_, Some(why)) => format!("offline planner: {why}"),
+        (None, None) => "offline planner".to_string(),
+    };
     writeln!(
         out,
-        "\ntriage of the riskiest finding ({} evidence items, {took:.0} ms, {}):",
+        "\ntriage of the riskiest finding ({} evidence items, {took:.0} ms, {by}, {}):",
         result.evidence.len(),
         if result.grounded { "every figure found in the evidence" } else { "NOT grounded" }
     )?;

@@ -10,6 +10,7 @@
 //! Times are Unix milliseconds (`BIGINT`), JSON is stored as text.
 
 mod jobs;
+pub mod triages;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -189,13 +190,31 @@ const CASES: [&str; 2] = [
     "CREATE INDEX cases_device ON cases (device_id)",
 ];
 
-const MIGRATIONS: [Migration; 6] = [
+/// Triage write-ups: one per Cortex XDR case (updated in place when the case changes)
+/// or per finding asked for through the API.
+const TRIAGES: [&str; 2] = [
+    "CREATE TABLE triages (
+        id TEXT PRIMARY KEY,
+        incident_id TEXT UNIQUE,
+        modification_time BIGINT NOT NULL,
+        revision BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        request TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        created_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+    "CREATE INDEX triages_state ON triages (state)",
+];
+
+const MIGRATIONS: [Migration; 7] = [
     Migration { version: 1, sqlite: &TABLES, postgres: &TABLES },
     Migration { version: 2, sqlite: &SQLITE_V1, postgres: &POSTGRES_V1 },
     Migration { version: 3, sqlite: &[JOBS_INDEX], postgres: &[JOBS_INDEX] },
     Migration { version: 4, sqlite: &STANDING, postgres: &STANDING },
     Migration { version: 5, sqlite: &JOBS_BY_KIND, postgres: &JOBS_BY_KIND },
     Migration { version: 6, sqlite: &CASES, postgres: &CASES },
+    Migration { version: 7, sqlite: &TRIAGES, postgres: &TRIAGES },
 ];
 
 /// The advisory lock key that serialises migrations across replicas ("pw-migr").
