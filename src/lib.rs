@@ -24,6 +24,7 @@ pub mod ingest;
 pub mod knowledge;
 pub mod model;
 pub mod pipeline;
+pub mod server;
 pub mod store;
 pub mod timefmt;
 pub mod xdr;

@@ -179,7 +179,7 @@ async fn a_case_is_triaged_by_its_id_whether_pivotwatch_filed_it_or_not() {
     let theirs =
         listed.items.iter().find(|i| i.incident_id != ours).map(|i| i.incident_id.clone()).unwrap();
     let (finding, case_text) =
-        pivotwatch::cli::triage::finding_for_incident(&replay, &theirs).await.unwrap();
+        pivotwatch::agent::triage::finding_for_incident(&replay, &theirs).await.unwrap();
     assert_eq!(finding.ip, critical[0].ip);
     assert_eq!(finding.severity, Severity::High);
     assert!((65.0..=75.0).contains(&finding.risk), "{}", finding.risk);

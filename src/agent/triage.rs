@@ -476,7 +476,6 @@ fn suggest(finding: &Finding, profile: &Profile, label: &str, ip: &str) -> Vec<S
 
 /// How a triage runs: with which model (none: the offline planner), where proposals
 /// and the audit trail go, and its limits.
-#[derive(Default)]
 pub struct TriageOptions<'a> {
     pub llm: Option<&'a Llm>,
     pub store: Option<&'a Store>,
@@ -486,7 +485,23 @@ pub struct TriageOptions<'a> {
     pub incident_id: Option<String>,
     /// Untrusted text that came with the case (its description, alert names).
     pub case_text: Option<Value>,
+    /// Who proposes: the agent for an analyst, the system for an automatic triage.
+    pub proposer: Actor,
     pub limits: Limits,
+}
+
+impl Default for TriageOptions<'_> {
+    fn default() -> Self {
+        TriageOptions {
+            llm: None,
+            store: None,
+            gate: None,
+            incident_id: None,
+            case_text: None,
+            proposer: Actor::Agent,
+            limits: Limits::default(),
+        }
+    }
 }
 
 /// What this triage may propose, from the finding's structure: a ticket for anything
@@ -537,13 +552,14 @@ pub async fn triage(
         });
     }
     let Some(llm) = options.llm else {
-        propose_suggestions(&mut offline, options.gate).await;
+        propose_suggestions(&mut offline, options.gate, &options.proposer).await;
         return offline;
     };
     let mut ctx = ToolContext::new(xdr);
     ctx.knowledge = knowledge;
     ctx.store = options.store;
     ctx.gate = options.gate;
+    ctx.proposer = options.proposer.clone();
     ctx.permits = permits(finding, &offline, options.incident_id.as_deref());
     let registry = Registry::with_proposals();
     let run = Run {
@@ -588,7 +604,7 @@ pub async fn triage(
         let made: BTreeSet<String> = proposed.iter().map(|p| p.kind.clone()).collect();
         let mut rest = offline.clone();
         rest.suggestions.retain(|s| !made.contains(&s.kind));
-        propose_suggestions(&mut rest, options.gate).await;
+        propose_suggestions(&mut rest, options.gate, &options.proposer).await;
         result.suggestions.extend(rest.suggestions);
         result.proposals.extend(rest.proposals);
         return result;
@@ -679,7 +695,7 @@ fn request(finding: &Finding, offline: &TriageResult, permits: &Permits, nonce: 
 }
 
 /// Records the offline planner's suggestions as proposals, when there is a gate.
-async fn propose_suggestions(result: &mut TriageResult, gate: Option<&Gate>) {
+async fn propose_suggestions(result: &mut TriageResult, gate: Option<&Gate>, proposer: &Actor) {
     let Some(gate) = gate else { return };
     for suggestion in &result.suggestions {
         let action = match Action::from_parts(&suggestion.kind, suggestion.params.clone()) {
@@ -692,7 +708,7 @@ async fn propose_suggestions(result: &mut TriageResult, gate: Option<&Gate>) {
                 continue;
             }
         };
-        match gate.propose(action, &Actor::Agent, &suggestion.reason).await {
+        match gate.propose(action, proposer, &suggestion.reason).await {
             Ok(Some(proposal)) => result.proposals.push(proposal.id),
             Ok(None) => {}
             Err(err) => tracing::error!("a {} could not be proposed: {err}", suggestion.kind),
@@ -716,4 +732,99 @@ async fn record_rewrite(store: Option<&Store>, llm: &Llm, turn: &Turn) {
     if let Err(err) = audit::append(store, &Actor::Agent, Kind::Inference, payload).await {
         tracing::error!("an inference could not be recorded in the audit trail: {err}");
     }
+}
+
+/// The finding a case is about, and the case's own text (which is untrusted). A case
+/// that pivotwatch filed carries its finding in the alert; for any other case the
+/// finding is built from the first alert with a host address, the case's severity
+/// and the device's 30-day peer comparison.
+pub async fn finding_for_incident(
+    xdr: &dyn Xdr,
+    incident_id: &str,
+) -> Result<(Finding, Value), String> {
+    let extra = xdr
+        .incident_extra_data(incident_id, 50)
+        .await
+        .map_err(|err| format!("reading case {incident_id}: {err}"))?;
+    let case_text = json!({
+        "incident_id": extra.incident.incident_id,
+        "name": extra.incident.incident_name,
+        "description": extra.incident.description,
+        "severity": extra.incident.severity,
+        "status": extra.incident.status,
+        "alerts": extra.alerts.data.iter().map(|a| json!({
+            "name": a.name, "category": a.category, "severity": a.severity,
+            "host_ip": a.host_ip, "host_name": a.host_name,
+            "techniques": a.mitre_technique_id_and_name,
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(finding) = extra
+        .alerts
+        .data
+        .iter()
+        .filter_map(|a| a.extra.get("pivotwatch_finding"))
+        .find_map(|f| serde_json::from_value::<Finding>(f.clone()).ok())
+    {
+        return Ok((finding, case_text));
+    }
+    let alert = extra
+        .alerts
+        .data
+        .iter()
+        .find(|a| a.host_ip.iter().any(|ip| ip.parse::<std::net::IpAddr>().is_ok()))
+        .ok_or_else(|| format!("case {incident_id} has no alert with a host address"))?;
+    let ip: std::net::IpAddr = alert
+        .host_ip
+        .iter()
+        .find_map(|ip| ip.parse().ok())
+        .ok_or_else(|| format!("case {incident_id}: no host address"))?;
+    let severity = match extra.incident.severity.as_deref().unwrap_or("low") {
+        "critical" => Severity::Critical,
+        "high" => Severity::High,
+        "medium" => Severity::Medium,
+        _ => Severity::Low,
+    };
+    let peers = super::tools::peer_scores(xdr, &ip.to_string(), 30).await.ok();
+    let percentile =
+        peers.as_ref().and_then(|p| p.data["highest_percentile"].as_f64()).unwrap_or(0.0);
+    let group = peers
+        .as_ref()
+        .and_then(|p| p.data["group"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    // The case's severity sets the risk; the peer comparison moves it within its band.
+    let base = match severity {
+        Severity::Critical => 85.0,
+        Severity::High => 65.0,
+        Severity::Medium => 40.0,
+        _ => 15.0,
+    };
+    let at = |ms: Option<i64>| {
+        ms.and_then(|ms| time::OffsetDateTime::from_unix_timestamp(ms / 1000).ok())
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default()
+    };
+    let techniques = alert
+        .mitre_technique_id_and_name
+        .iter()
+        .filter_map(|t| t.split_whitespace().next())
+        .filter(|id| id.starts_with('T'))
+        .map(str::to_string)
+        .collect();
+    Ok((
+        Finding {
+            device_id: alert.host_name.clone().unwrap_or_else(|| ip.to_string()),
+            ip,
+            peer_group: group,
+            window_start: at(alert.detection_timestamp),
+            window_end: at(extra.incident.modification_time),
+            score: 0.0,
+            peer_percentile: percentile,
+            risk: (base + percentile / 10.0).min(100.0),
+            severity,
+            reasons: Vec::new(),
+            techniques,
+            evidence: crate::model::Evidence { flows: 0, examples: Vec::new() },
+        },
+        case_text,
+    ))
 }

@@ -10,6 +10,7 @@ mod hunt;
 mod ingest;
 mod proposals;
 mod replay;
+mod serve;
 mod simulate;
 pub mod triage;
 mod xdr_sim;
@@ -27,6 +28,7 @@ pub use hunt::HuntArgs;
 pub use ingest::IngestArgs;
 pub use proposals::ProposalsArgs;
 pub use replay::{DataDirArg, ReplayArgs};
+pub use serve::ServeArgs;
 pub use simulate::SimulateArgs;
 pub use triage::TriageArgs;
 pub use xdr_sim::XdrSimArgs;
@@ -72,6 +74,8 @@ pub enum Command {
     Hunt(HuntArgs),
     /// Writes up one finding from its evidence and proposes actions for approval.
     Triage(TriageArgs),
+    /// Runs the HTTP server: Cortex XDR webhooks, the API, triage workers.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,5 +104,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Cases(args) => cases::run(args),
         Command::Hunt(args) => hunt::run(args),
         Command::Triage(args) => triage::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

@@ -7,16 +7,15 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serde_json::{Value, json};
 
 use super::audit::DatabaseArgs;
 use crate::actions::{Gate, Policy, Users, settings};
 use crate::agent::llm::Llm;
+use crate::agent::triage::finding_for_incident;
 use crate::agent::{TriageOptions, triage};
 use crate::knowledge::cases::{self, Case};
 use crate::knowledge::devices::DeviceKnowledge;
-use crate::model::{Evidence, Finding, Severity};
-use crate::xdr::Xdr;
+use crate::model::Finding;
 use crate::xdr::connect::TenantSettings;
 
 #[derive(Debug, clap::Args)]
@@ -48,7 +47,8 @@ pub fn run(args: TriageArgs) -> anyhow::Result<i32> {
     let (finding, case_text) = match (&args.finding, &args.incident) {
         (Some(path), _) => (read_finding(path)?, None),
         (None, Some(id)) => {
-            let (finding, text) = runtime.block_on(finding_for_incident(&*xdr, id))?;
+            let (finding, text) =
+                runtime.block_on(finding_for_incident(&*xdr, id)).map_err(anyhow::Error::msg)?;
             (finding, Some(text))
         }
         (None, None) => anyhow::bail!("give --finding FILE or --incident ID"),
@@ -154,99 +154,4 @@ fn read_finding(path: &std::path::Path) -> anyhow::Result<Finding> {
             err.column()
         )
     })
-}
-
-/// The finding a case is about, and the case's own text (which is untrusted). A case
-/// that pivotwatch filed carries its finding in the alert; for any other case the
-/// finding is built from the first alert with a host address, the case's severity
-/// and the device's 30-day peer comparison.
-pub async fn finding_for_incident(
-    xdr: &dyn Xdr,
-    incident_id: &str,
-) -> anyhow::Result<(Finding, Value)> {
-    let extra = xdr
-        .incident_extra_data(incident_id, 50)
-        .await
-        .with_context(|| format!("reading case {incident_id}"))?;
-    let case_text = json!({
-        "incident_id": extra.incident.incident_id,
-        "name": extra.incident.incident_name,
-        "description": extra.incident.description,
-        "severity": extra.incident.severity,
-        "status": extra.incident.status,
-        "alerts": extra.alerts.data.iter().map(|a| json!({
-            "name": a.name, "category": a.category, "severity": a.severity,
-            "host_ip": a.host_ip, "host_name": a.host_name,
-            "techniques": a.mitre_technique_id_and_name,
-        })).collect::<Vec<_>>(),
-    });
-    if let Some(finding) = extra
-        .alerts
-        .data
-        .iter()
-        .filter_map(|a| a.extra.get("pivotwatch_finding"))
-        .find_map(|f| serde_json::from_value::<Finding>(f.clone()).ok())
-    {
-        return Ok((finding, case_text));
-    }
-    let alert = extra
-        .alerts
-        .data
-        .iter()
-        .find(|a| a.host_ip.iter().any(|ip| ip.parse::<std::net::IpAddr>().is_ok()))
-        .ok_or_else(|| anyhow::anyhow!("case {incident_id} has no alert with a host address"))?;
-    let ip: std::net::IpAddr = alert
-        .host_ip
-        .iter()
-        .find_map(|ip| ip.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("case {incident_id}: no host address"))?;
-    let severity = match extra.incident.severity.as_deref().unwrap_or("low") {
-        "critical" => Severity::Critical,
-        "high" => Severity::High,
-        "medium" => Severity::Medium,
-        _ => Severity::Low,
-    };
-    let peers = crate::agent::tools::peer_scores(xdr, &ip.to_string(), 30).await.ok();
-    let percentile =
-        peers.as_ref().and_then(|p| p.data["highest_percentile"].as_f64()).unwrap_or(0.0);
-    let group = peers
-        .as_ref()
-        .and_then(|p| p.data["group"].as_str().map(str::to_string))
-        .unwrap_or_default();
-    // The case's severity sets the risk; the peer comparison moves it within its band.
-    let base = match severity {
-        Severity::Critical => 85.0,
-        Severity::High => 65.0,
-        Severity::Medium => 40.0,
-        _ => 15.0,
-    };
-    let at = |ms: Option<i64>| {
-        ms.and_then(|ms| time::OffsetDateTime::from_unix_timestamp(ms / 1000).ok())
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-            .unwrap_or_default()
-    };
-    let techniques = alert
-        .mitre_technique_id_and_name
-        .iter()
-        .filter_map(|t| t.split_whitespace().next())
-        .filter(|id| id.starts_with('T'))
-        .map(str::to_string)
-        .collect();
-    Ok((
-        Finding {
-            device_id: alert.host_name.clone().unwrap_or_else(|| ip.to_string()),
-            ip,
-            peer_group: group,
-            window_start: at(alert.detection_timestamp),
-            window_end: at(extra.incident.modification_time),
-            score: 0.0,
-            peer_percentile: percentile,
-            risk: (base + percentile / 10.0).min(100.0),
-            severity,
-            reasons: Vec::new(),
-            techniques,
-            evidence: Evidence { flows: 0, examples: Vec::new() },
-        },
-        case_text,
-    ))
 }

@@ -1,0 +1,220 @@
+//! The triage workers and the polling fallback. A worker claims one queued triage at a
+//! time (a lease, so a worker that dies leaves its job to another), runs it with the
+//! system as proposer, stores the write-up under the revision it was queued for, and
+//! for a new case proposes the case comment, which is posted only once approved (or
+//! under a standing approval).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::AppState;
+use crate::actions::Action;
+use crate::agent::triage::finding_for_incident;
+use crate::agent::{TriageOptions, triage};
+use crate::audit::Actor;
+use crate::knowledge::cases::{self, Case};
+use crate::store::now_ms;
+use crate::store::triages::TRIAGE_JOB;
+use crate::xdr::{IncidentFilter, IncidentQuery};
+
+/// How long a claimed triage is this worker's before another may take it over.
+const LEASE_MS: i64 = 10 * 60 * 1000;
+/// Attempts before a triage is failed for good.
+const ATTEMPTS: i64 = 5;
+
+/// Claims and runs triages until `stop` turns true.
+pub async fn run(state: Arc<AppState>, n: usize, mut stop: watch::Receiver<bool>) {
+    let worker = format!("{}-{}-{n}", hostname(), std::process::id());
+    while !*stop.borrow() {
+        match state.store.claim(TRIAGE_JOB, &worker, LEASE_MS, now_ms()).await {
+            Ok(Some(job)) => {
+                let id = job.payload["triage"].as_str().unwrap_or_default().to_string();
+                let revision = job.payload["revision"].as_i64().unwrap_or(1);
+                match run_one(&state, &id, revision).await {
+                    Ok(()) => {
+                        let _ = state.store.complete(job.id, &worker).await;
+                    }
+                    Err(err) => {
+                        tracing::warn!(triage = %id, attempt = job.attempts, "triage failed: {err}");
+                        let retry = (job.attempts < ATTEMPTS)
+                            .then(|| now_ms() + 2_000 * (1 << job.attempts.min(8)));
+                        if retry.is_none() {
+                            let _ = state.store.finish_triage(&id, revision, Err(&err)).await;
+                        }
+                        let _ = state.store.fail(job.id, &worker, &err, retry).await;
+                    }
+                }
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            Err(err) => {
+                tracing::error!("claiming a triage failed: {err}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "pivotwatch".into())
+}
+
+async fn run_one(state: &AppState, id: &str, revision: i64) -> Result<(), String> {
+    let record = state
+        .store
+        .triage(id)
+        .await
+        .map_err(|err| err.to_string())?
+        .ok_or_else(|| format!("triage {id} is not in the database"))?;
+    let request = &record.request;
+    let incident_id =
+        record.incident_id.clone().or_else(|| request["incident_id"].as_str().map(str::to_string));
+    let (finding, case_text) = match (&incident_id, request.get("finding")) {
+        (Some(incident), _) => {
+            let (finding, text) = finding_for_incident(&*state.xdr, incident).await?;
+            (finding, Some(text))
+        }
+        (None, Some(finding)) => (
+            serde_json::from_value(finding.clone()).map_err(|err| format!("finding: {err}"))?,
+            None,
+        ),
+        (None, None) => return Err("the request names neither a case nor a finding".into()),
+    };
+    let proposer = match request["requested_by"].as_str() {
+        Some(_) => Actor::Agent,
+        None => Actor::System,
+    };
+    let options = TriageOptions {
+        llm: state.llm.as_deref(),
+        store: Some(&state.store),
+        gate: Some(&state.gate),
+        incident_id: incident_id.clone(),
+        case_text,
+        proposer: proposer.clone(),
+        ..TriageOptions::default()
+    };
+    let mut result = triage(&finding, &*state.xdr, Some(&state.knowledge), &options).await;
+    state.metrics.triages_run.fetch_add(1, Ordering::Relaxed);
+    state.metrics.input_tokens.fetch_add(result.tokens.0, Ordering::Relaxed);
+    state.metrics.output_tokens.fetch_add(result.tokens.1, Ordering::Relaxed);
+    // The case comment, proposed once per case: an update refreshes the write-up here,
+    // it does not post a second comment.
+    if let (Some(incident), 1) = (&incident_id, revision) {
+        let comment = format!(
+            "pivotwatch triage ({} planner): {}",
+            result.planner,
+            first_sentences(&result.narrative, 5)
+        );
+        let action = Action::XdrCaseComment { incident_id: incident.clone(), comment };
+        match state.gate.propose(action, &proposer, "post the triage write-up on the case").await {
+            Ok(Some(proposal)) => result.proposals.push(proposal.id),
+            Ok(None) => {}
+            Err(err) => return Err(format!("proposing the case comment: {err}")),
+        }
+    }
+    let value = serde_json::to_value(&result).map_err(|err| err.to_string())?;
+    let current =
+        state.store.finish_triage(id, revision, Ok(&value)).await.map_err(|err| err.to_string())?;
+    if current {
+        let case = Case {
+            id: incident_id
+                .unwrap_or_else(|| format!("{}@{}", finding.device_id, finding.window_start)),
+            device_id: finding.device_id.clone(),
+            vendor: None,
+            model: None,
+            summary: result.narrative.lines().next().unwrap_or_default().to_string(),
+            techniques: finding.techniques.clone(),
+            verdict: None,
+            verdict_reason: None,
+            created_at_ms: now_ms(),
+        };
+        cases::record_triage(&state.store, &case).await.map_err(|err| err.to_string())?;
+        let docs = [case.doc()];
+        if let Err(err) = state.knowledge.add(&docs).await {
+            tracing::warn!("the case could not be indexed: {err}");
+        }
+    }
+    Ok(())
+}
+
+/// The first `n` sentences of a narrative, on one line.
+fn first_sentences(text: &str, n: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out = String::new();
+    let mut count = 0;
+    for (idx, c) in flat.char_indices() {
+        if c == '.' && flat[idx + 1..].starts_with(' ') {
+            count += 1;
+            if count == n {
+                out = flat[..=idx].to_string();
+                break;
+            }
+        }
+    }
+    if out.is_empty() { flat } else { out }
+}
+
+/// The setting that holds the last poll's high-water mark, shared by all replicas.
+const POLL_MARK: &str = "xdr.poll_mark_ms";
+
+/// For tenants that cannot send webhooks: every interval, the cases modified since the
+/// last poll are accepted as deliveries (so a case seen by a webhook and a poll is still
+/// triaged once).
+pub async fn poll(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if let Err(err) = poll_once(&state).await {
+            tracing::warn!("polling the tenant for cases failed: {err}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(state.config.poll_interval) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// One poll; returns how many cases were new or updated.
+pub async fn poll_once(state: &AppState) -> Result<usize, String> {
+    use sqlx::Row as _;
+    let mark: i64 = sqlx::query("SELECT value FROM settings WHERE name = $1")
+        .bind(POLL_MARK)
+        .fetch_optional(state.store.pool())
+        .await
+        .map_err(|err| err.to_string())?
+        .and_then(|row| row.try_get::<String, _>(0).ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let query = IncidentQuery::new().filter(IncidentFilter::ModifiedFrom(mark));
+    let page = state.xdr.list_incidents(&query).await.map_err(|err| err.to_string())?;
+    let mut accepted = 0;
+    let mut high = mark;
+    for incident in &page.items {
+        let Some(modified) = incident.modification_time else { continue };
+        high = high.max(modified);
+        let case: Value = serde_json::to_value(incident).map_err(|err| err.to_string())?;
+        let delivery = state
+            .store
+            .accept_case(&incident.incident_id, modified, &json!({"incident": case}))
+            .await
+            .map_err(|err| err.to_string())?;
+        accepted += usize::from(!matches!(delivery, crate::store::triages::Delivery::Seen(_)));
+    }
+    sqlx::query(
+        "INSERT INTO settings (name, value, set_by, at_ms) VALUES ($1, $2, 'system', $3) \
+         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, at_ms = EXCLUDED.at_ms",
+    )
+    .bind(POLL_MARK)
+    .bind(high.to_string())
+    .bind(now_ms())
+    .execute(state.store.pool())
+    .await
+    .map_err(|err| err.to_string())?;
+    Ok(accepted)
+}

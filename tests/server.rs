@@ -1,0 +1,368 @@
+//! The server over real HTTP: signed Cortex XDR case webhooks (accepted once, updated in
+//! place, refused when forged, stale or malformed, with nothing stored), the worker that
+//! triages them and proposes the case comment, the API's bearer tokens and roles, body
+//! and rate limits, health, readiness and metrics.
+
+#![allow(clippy::unwrap_used, reason = "a test should stop at the first unexpected error")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use pivotwatch::baseline::DetectConfig;
+use pivotwatch::ingest::sim::{CONN_LOG_FILE, INVENTORY_FILE, SimConfig, simulate};
+use pivotwatch::model::Severity;
+use pivotwatch::pipeline::{BaselineSource, DetectInput, detect_files};
+use pivotwatch::server::auth::sign;
+use pivotwatch::server::{AppState, RawSettings, ServerConfig, build_state, serve};
+use pivotwatch::xdr::replay::Replay;
+use pivotwatch::xdr::IncidentQuery;
+
+const SECRET: &str = "a-shared-secret-of-some-length";
+
+struct Running {
+    base: String,
+    state: Arc<AppState>,
+    stop: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+fn digest(token: &str) -> String {
+    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A replay tenant whose critical findings are filed as cases, a users file, and the
+/// server on a free port with `extra` settings.
+async fn start(extra: &[(&str, &str)]) -> Running {
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().to_path_buf();
+    let sim = data.join("sim");
+    let config = SimConfig { devices: 30, days: 6, seed: 5, ..SimConfig::default() };
+    let summary = simulate(&config, &sim).unwrap();
+    let inventory = sim.join(INVENTORY_FILE);
+    let conn_log = sim.join(CONN_LOG_FILE);
+    Replay::load(&data, Some(&inventory), std::slice::from_ref(&conn_log)).unwrap();
+    let input = DetectInput {
+        inventory: Some(inventory),
+        flows: vec![conn_log],
+        baseline: BaselineSource::Until(summary.baseline_until),
+    };
+    let output = detect_files(DetectConfig::default(), &input, &mut |_| {}).unwrap();
+    let critical: Vec<_> = output
+        .detection
+        .findings
+        .into_iter()
+        .filter(|f| f.severity == Severity::Critical)
+        .collect();
+    Replay::open(&data).unwrap().import_findings(&critical[..2.min(critical.len())]).unwrap();
+    let users = format!(
+        "[[user]]\nname = \"vera\"\nroles = [\"viewer\"]\napi_token_sha256 = \"{}\"\n\n\
+         [[user]]\nname = \"hank\"\nroles = [\"hunter\"]\napi_token_sha256 = \"{}\"\n\n\
+         [[user]]\nname = \"ana\"\nroles = [\"analyst\"]\napi_token_sha256 = \"{}\"\n\n\
+         [[user]]\nname = \"abe\"\nroles = [\"approver\"]\napi_token_sha256 = \"{}\"\n",
+        digest("viewer-token"),
+        digest("hunter-token"),
+        digest("analyst-token"),
+        digest("approver-token")
+    );
+    std::fs::write(data.join("users.toml"), users).unwrap();
+    let data_text = data.display().to_string();
+    let mut pairs: Vec<(&str, &str)> = vec![
+        ("data_dir", data_text.as_str()),
+        ("server.listen", "127.0.0.1:0"),
+        ("webhooks.xdr_secret", SECRET),
+    ];
+    pairs.extend_from_slice(extra);
+    let raw = RawSettings::from_pairs(&pairs);
+    let config = ServerConfig::validate(&raw).unwrap();
+    let state = build_state(config, &raw).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let served = Arc::clone(&state);
+    tokio::spawn(async move { serve(served, listener, stopped).await.unwrap() });
+    Running { base, state, stop, _dir: dir, http: reqwest::Client::new() }
+}
+
+impl Running {
+    async fn deliver(&self, body: &str, timestamp: i64, signature: Option<String>) -> (u16, Value) {
+        let ts = timestamp.to_string();
+        let signature = signature
+            .unwrap_or_else(|| format!("v1={}", sign(SECRET.as_bytes(), &ts, body.as_bytes())));
+        let response = self
+            .http
+            .post(format!("{}/v1/webhooks/xdr", self.base))
+            .header("X-Pivotwatch-Timestamp", ts)
+            .header("X-Pivotwatch-Signature", signature)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut request = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url),
+        };
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn triages(&self) -> i64 {
+        self.state.store.triage_counts().await.unwrap().iter().map(|(_, n)| n).sum()
+    }
+}
+
+fn now() -> i64 {
+    pivotwatch::store::now_ms() / 1000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_case_is_triaged_once_and_updated_in_place() {
+    let server = start(&[]).await;
+    let cases = server.state.xdr.list_incidents(&IncidentQuery::new()).await.unwrap();
+    let case = serde_json::to_value(&cases.items[0]).unwrap();
+    let id = case["incident_id"].as_str().unwrap().to_string();
+    let modified = case["modification_time"].as_i64().unwrap();
+    let body = json!({"reply": {"incident": case}}).to_string();
+
+    // Refused, and nothing stored: forged, stale, unsigned, not JSON, not a case.
+    let forged =
+        format!("v1={}", sign(b"not-the-secret-at-all", &now().to_string(), body.as_bytes()));
+    let (status, error) = server.deliver(&body, now(), Some(forged)).await;
+    assert_eq!(status, 401);
+    assert!(error["error"].as_str().unwrap().contains("does not match"), "{error}");
+    let (status, error) = server.deliver(&body, now() - 301, None).await;
+    assert_eq!(status, 401);
+    assert!(error["error"].as_str().unwrap().contains("at most 300 s"), "{error}");
+    let (status, _) = server.deliver(&body, now(), Some(String::new())).await;
+    assert_eq!(status, 401);
+    let (status, error) = server.deliver("{\"reply\": {", now(), None).await;
+    assert_eq!(status, 400);
+    assert!(error["error"].as_str().unwrap().contains("line 1"), "{error}");
+    let (status, error) = server.deliver("{\"alerts\": []}", now(), None).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(server.triages().await, 0);
+
+    // Accepted once; the same delivery again adds nothing.
+    let (status, first) = server.deliver(&body, now(), None).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["status"], "queued");
+    let (status, again) = server.deliver(&body, now(), None).await;
+    assert_eq!((status, again["status"].as_str()), (200, Some("duplicate")));
+    assert_eq!(again["triage_id"], first["triage_id"]);
+
+    // The worker writes it up.
+    let triage_id = first["triage_id"].as_str().unwrap().to_string();
+    let done = wait_done(&server, &triage_id, 1).await;
+    assert_eq!(done["incident_id"], id.as_str());
+    assert!(done["result"]["narrative"].as_str().unwrap().contains("What happened"));
+
+    // A newer modification updates the same write-up.
+    let mut newer = case.clone();
+    newer["modification_time"] = json!(modified + 60_000);
+    let (status, updated) =
+        server.deliver(&json!({"reply": {"incident": newer}}).to_string(), now(), None).await;
+    assert_eq!((status, updated["status"].as_str()), (202, Some("updated")));
+    assert_eq!(updated["triage_id"], first["triage_id"]);
+    let done = wait_done(&server, &triage_id, 2).await;
+    assert_eq!(done["revision"], 2);
+    assert_eq!(server.triages().await, 1);
+
+    // One case comment proposed for the case, waiting for approval.
+    let (_, proposals) =
+        server.call("GET", "/v1/proposals?state=proposed", Some("viewer-token"), None).await;
+    let comments: Vec<&Value> = proposals
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["action"]["kind"] == "xdr_case_comment")
+        .collect();
+    assert_eq!(comments.len(), 1, "{proposals}");
+    assert_eq!(comments[0]["action"]["params"]["incident_id"], id.as_str());
+    let _ = server.stop.send(true);
+}
+
+async fn wait_done(server: &Running, id: &str, revision: i64) -> Value {
+    for _ in 0..300 {
+        let (status, record) =
+            server.call("GET", &format!("/v1/triage/{id}"), Some("viewer-token"), None).await;
+        assert_eq!(status, 200, "{record}");
+        if record["state"] == "done" && record["revision"] == revision {
+            return record;
+        }
+        assert_ne!(record["state"], "failed", "{record}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("triage {id} revision {revision} did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_401_or_403_with_a_json_body() {
+    let server = start(&[("server.workers", "0")]).await;
+    let question = json!({"question": "which cameras talk to external IPs at night?"});
+    let (status, body) = server.call("POST", "/v1/hunt", None, Some(question.clone())).await;
+    assert_eq!(status, 401);
+    assert!(body["error"].as_str().unwrap().contains("bearer token is required"));
+    let (status, body) =
+        server.call("POST", "/v1/hunt", Some("made-up"), Some(question.clone())).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) =
+        server.call("POST", "/v1/hunt", Some("viewer-token"), Some(question.clone())).await;
+    assert_eq!(status, 403);
+    assert!(body["error"].as_str().unwrap().contains("vera lacks the role"), "{body}");
+    let (status, body) =
+        server.call("POST", "/v1/hunt", Some("hunter-token"), Some(question)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["xql"].as_str().unwrap().contains("dataset = xdr_data"));
+    let (status, body) = server
+        .call(
+            "POST",
+            "/v1/hunt",
+            Some("hunter-token"),
+            Some(json!({"question": "x", "verbose": true})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("unknown field `verbose`"), "{body}");
+    let (status, body) = server.call("GET", "/v1/audit", Some("viewer-token"), None).await;
+    assert_eq!((status, body["status"].as_u64()), (403, Some(403)));
+
+    // A triage asked for through the API is queued; the approval of what it proposes
+    // follows the policy, not the caller's wishes.
+    let cases = server.state.xdr.list_incidents(&IncidentQuery::new()).await.unwrap();
+    let (status, body) = server
+        .call(
+            "POST",
+            "/v1/triage",
+            Some("analyst-token"),
+            Some(json!({"incident_id": cases.items[0].incident_id})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, record) = server
+        .call(
+            "GET",
+            &format!("/v1/triage/{}", body["id"].as_str().unwrap()),
+            Some("viewer-token"),
+            None,
+        )
+        .await;
+    assert_eq!((status, record["state"].as_str()), (200, Some("queued")));
+    let (status, _) = server.call("GET", "/v1/triage/tr-nope", Some("viewer-token"), None).await;
+    assert_eq!(status, 404);
+
+    let action = pivotwatch::actions::Action::XdrCaseComment {
+        incident_id: "1".into(),
+        comment: "c".into(),
+    };
+    let proposal = server
+        .state
+        .gate
+        .propose(action, &pivotwatch::audit::Actor::System, "test")
+        .await
+        .unwrap()
+        .unwrap();
+    let path = format!("/v1/proposals/{}/approve", proposal.id);
+    let (status, body) =
+        server.call("POST", &path, Some("viewer-token"), Some(json!({"reason": "ok"}))).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) =
+        server.call("POST", &path, Some("approver-token"), Some(json!({"reason": "ok"}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = server.call("POST", &path, Some("approver-token"), None).await;
+    assert_eq!(status, 409);
+    let (status, body) = server.call("GET", "/v1/audit/verify", Some("approver-token"), None).await;
+    assert_eq!((status, body["ok"].as_bool()), (200, Some(true)));
+    let _ = server.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_health_readiness_and_metrics() {
+    let server = start(&[
+        ("server.workers", "0"),
+        ("server.body_limit_bytes", "4096"),
+        ("server.rate_limit_per_minute", "30"),
+    ])
+    .await;
+    let (status, body) = server.call("GET", "/healthz", None, None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = server.call("GET", "/readyz", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["database"], "ok");
+    // Too big: refused before it is read, nothing stored.
+    let big = format!(
+        "{{\"incident\": {{\"incident_id\": \"1\", \"pad\": \"{}\"}}}}",
+        "x".repeat(10_000)
+    );
+    let (status, _) = server.deliver(&big, now(), None).await;
+    assert_eq!(status, 413);
+    assert_eq!(server.triages().await, 0);
+    // The rate limit answers 429 with Retry-After, per client.
+    let mut limited = None;
+    for _ in 0..40 {
+        let response = server
+            .http
+            .get(format!("{}/v1/proposals", server.base))
+            .bearer_auth("viewer-token")
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let limited = limited.expect("the rate limit never applied");
+    assert!(limited.headers().get("retry-after").is_some());
+    let (status, _) = server.call("GET", "/v1/proposals", Some("approver-token"), None).await;
+    assert_eq!(status, 200);
+    // Request ids come back; metrics count requests and the queue.
+    let response = server
+        .http
+        .get(format!("{}/healthz", server.base))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+    let text = server
+        .http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("pivotwatch_http_requests_total{route=\"/v1/proposals\",status=\"429\"}"),
+        "{text}"
+    );
+    assert!(text.contains(
+        "pivotwatch_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"+Inf\"}"
+    ));
+    assert!(text.contains("pivotwatch_jobs{state=\"queued\"} 0"));
+    let _ = server.stop.send(true);
+}
