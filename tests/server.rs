@@ -17,8 +17,8 @@ use pivotwatch::model::Severity;
 use pivotwatch::pipeline::{BaselineSource, DetectInput, detect_files};
 use pivotwatch::server::auth::sign;
 use pivotwatch::server::{AppState, RawSettings, ServerConfig, build_state, serve};
-use pivotwatch::xdr::replay::Replay;
 use pivotwatch::xdr::IncidentQuery;
+use pivotwatch::xdr::replay::Replay;
 
 const SECRET: &str = "a-shared-secret-of-some-length";
 

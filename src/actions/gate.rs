@@ -176,6 +176,28 @@ impl Gate {
         proposer: &Actor,
         reason: &str,
     ) -> Result<Option<Proposal>, GateError> {
+        self.propose_keyed(action, proposer, reason, None).await
+    }
+
+    /// Records a proposal at most once per `key`: a second call with the same key (a
+    /// job re-run after a crash, say) returns the first proposal and records nothing.
+    pub async fn propose_once(
+        &self,
+        action: Action,
+        proposer: &Actor,
+        reason: &str,
+        key: &str,
+    ) -> Result<Option<Proposal>, GateError> {
+        self.propose_keyed(action, proposer, reason, Some(key)).await
+    }
+
+    async fn propose_keyed(
+        &self,
+        action: Action,
+        proposer: &Actor,
+        reason: &str,
+        key: Option<&str>,
+    ) -> Result<Option<Proposal>, GateError> {
         action.validate().map_err(GateError::Invalid)?;
         let phase = self.phase().await?;
         if phase == Phase::Monitor {
@@ -187,10 +209,11 @@ impl Gate {
         let now = now_ms();
         let id = new_id();
         let expires = now + self.policy.ttl_ms(&action);
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO proposals (id, kind, params, risk, state, proposer, reason, \
              idempotency_key, created_at_ms, expires_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, 'proposed', $5, $6, $7, $8, $9, $10)",
+             VALUES ($1, $2, $3, $4, 'proposed', $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(&id)
         .bind(action.kind())
@@ -198,12 +221,20 @@ impl Gate {
         .bind(format!("{:?}", action.risk()).to_ascii_lowercase())
         .bind(proposer.to_string())
         .bind(reason)
-        .bind(&id)
+        .bind(key.unwrap_or(&id))
         .bind(now)
         .bind(expires)
         .bind(now)
         .execute(self.store.pool())
         .await?;
+        if inserted.rows_affected() == 0 {
+            let existing: String =
+                sqlx::query_scalar("SELECT id FROM proposals WHERE idempotency_key = $1")
+                    .bind(key.unwrap_or(&id))
+                    .fetch_one(self.store.pool())
+                    .await?;
+            return self.get(&existing).await.map(Some);
+        }
         audit::append(
             &self.store,
             proposer,

@@ -114,6 +114,9 @@ pub struct ServerConfig {
     pub signature_window: Duration,
     /// Triage workers in this process (0: only accept and queue).
     pub workers: usize,
+    /// How long a claimed triage stays this process's without a renewal; workers renew
+    /// every third of it, so a killed process's job is taken over after at most this.
+    pub job_lease: Duration,
     /// Poll the tenant for modified cases this often (0: never; for tenants that
     /// cannot send webhooks).
     pub poll_interval: Duration,
@@ -144,6 +147,7 @@ impl ServerConfig {
         let window = number("webhooks.signature_window_secs", 300, 1, 3_600);
         let workers = number("server.workers", 1, 0, 64);
         let poll = number("xdr.poll_interval_secs", 0, 0, 86_400);
+        let lease = number("server.job_lease_secs", 30, 1, 3_600);
         let listen_text = raw.get("server.listen").unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen = match listen_text.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
@@ -190,6 +194,7 @@ impl ServerConfig {
                 signature_window: Duration::from_secs(window),
                 workers: workers as usize,
                 poll_interval: Duration::from_secs(poll),
+                job_lease: Duration::from_secs(lease),
                 users_file,
             }),
             _ => Err(problems),

@@ -21,8 +21,6 @@ use crate::store::now_ms;
 use crate::store::triages::TRIAGE_JOB;
 use crate::xdr::{IncidentFilter, IncidentQuery};
 
-/// How long a claimed triage is this worker's before another may take it over.
-const LEASE_MS: i64 = 10 * 60 * 1000;
 /// Attempts before a triage is failed for good.
 const ATTEMPTS: i64 = 5;
 
@@ -30,11 +28,23 @@ const ATTEMPTS: i64 = 5;
 pub async fn run(state: Arc<AppState>, n: usize, mut stop: watch::Receiver<bool>) {
     let worker = format!("{}-{}-{n}", hostname(), std::process::id());
     while !*stop.borrow() {
-        match state.store.claim(TRIAGE_JOB, &worker, LEASE_MS, now_ms()).await {
+        let lease_ms = state.config.job_lease.as_millis() as i64;
+        match state.store.claim(TRIAGE_JOB, &worker, lease_ms, now_ms()).await {
             Ok(Some(job)) => {
                 let id = job.payload["triage"].as_str().unwrap_or_default().to_string();
                 let revision = job.payload["revision"].as_i64().unwrap_or(1);
-                match run_one(&state, &id, revision).await {
+                let renew = async {
+                    loop {
+                        tokio::time::sleep(state.config.job_lease / 3).await;
+                        let _ =
+                            state.store.extend_lease(job.id, &worker, now_ms() + lease_ms).await;
+                    }
+                };
+                let outcome = tokio::select! {
+                    outcome = run_one(&state, &id, revision) => outcome,
+                    () = renew => Ok(()),
+                };
+                match outcome {
                     Ok(()) => {
                         let _ = state.store.complete(job.id, &worker).await;
                     }
@@ -114,7 +124,12 @@ async fn run_one(state: &AppState, id: &str, revision: i64) -> Result<(), String
             first_sentences(&result.narrative, 5)
         );
         let action = Action::XdrCaseComment { incident_id: incident.clone(), comment };
-        match state.gate.propose(action, &proposer, "post the triage write-up on the case").await {
+        let key = format!("case-comment:{incident}");
+        match state
+            .gate
+            .propose_once(action, &proposer, "post the triage write-up on the case", &key)
+            .await
+        {
             Ok(Some(proposal)) => result.proposals.push(proposal.id),
             Ok(None) => {}
             Err(err) => return Err(format!("proposing the case comment: {err}")),

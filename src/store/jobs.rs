@@ -106,6 +106,27 @@ impl Store {
         }))
     }
 
+    /// Extends a running job's lease to `until_ms`, while it is still `worker`'s. A
+    /// worker renews while it works, so a short lease recovers quickly from a dead
+    /// worker without taking a live one's job away.
+    pub async fn extend_lease(
+        &self,
+        job_id: i64,
+        worker: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let extended = sqlx::query(
+            "UPDATE jobs SET locked_until_ms = $1 \
+             WHERE id = $2 AND state = 'running' AND locked_by = $3",
+        )
+        .bind(until_ms)
+        .bind(job_id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(extended.rows_affected() == 1)
+    }
+
     /// Marks a job done. False when the lease is no longer `worker`'s (it ran out and
     /// another worker claimed the job): the caller's outcome does not count.
     pub async fn complete(&self, job_id: i64, worker: &str) -> Result<bool, StoreError> {
