@@ -366,3 +366,20 @@ async fn limits_health_readiness_and_metrics() {
     assert!(text.contains("pivotwatch_jobs{state=\"queued\"} 0"));
     let _ = server.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_accepts_modified_cases_once_like_a_webhook() {
+    let server = start(&[("server.workers", "0")]).await;
+    let cases = server.state.xdr.list_incidents(&IncidentQuery::new()).await.unwrap();
+    assert!(!cases.items.is_empty());
+    // A webhook already delivered the first case; the poll adds the others only.
+    let first = serde_json::to_value(&cases.items[0]).unwrap();
+    let (status, _) = server.deliver(&json!({"incident": first}).to_string(), now(), None).await;
+    assert_eq!(status, 202);
+    let accepted = pivotwatch::server::worker::poll_once(&server.state).await.unwrap();
+    assert_eq!(accepted, cases.items.len() - 1);
+    assert_eq!(server.triages().await as usize, cases.items.len());
+    // Nothing changed since: the next poll accepts nothing.
+    assert_eq!(pivotwatch::server::worker::poll_once(&server.state).await.unwrap(), 0);
+    let _ = server.stop.send(true);
+}
