@@ -138,9 +138,35 @@ fn now() -> i64 {
     pivotwatch::store::now_ms() / 1000
 }
 
+/// A Slack Web API that records `chat.postMessage` bodies and answers `ok`.
+async fn fake_slack() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&seen);
+    let app = axum::Router::new().route(
+        "/api/chat.postMessage",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let recorded = Arc::clone(&recorded);
+            async move {
+                recorded.lock().unwrap().push(body);
+                axum::Json(json!({"ok": true, "channel": "C0SOC", "ts": "1733300000.000100"}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_case_is_triaged_once_and_updated_in_place() {
-    let server = start(&[]).await;
+    let (slack_url, slack) = fake_slack().await;
+    let server = start(&[
+        ("slack.api_url", slack_url.as_str()),
+        ("slack.bot_token", "xoxb-test-token"),
+        ("slack.notify_channel", "C0SOC"),
+    ])
+    .await;
     let cases = server.state.xdr.list_incidents(&IncidentQuery::new()).await.unwrap();
     let case = serde_json::to_value(&cases.items[0]).unwrap();
     let id = case["incident_id"].as_str().unwrap().to_string();
@@ -201,6 +227,20 @@ async fn a_signed_case_is_triaged_once_and_updated_in_place() {
         .collect();
     assert_eq!(comments.len(), 1, "{proposals}");
     assert_eq!(comments[0]["action"]["params"]["incident_id"], id.as_str());
+
+    // The write-up reached the Slack channel, once per revision.
+    for _ in 0..100 {
+        if slack.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let posted = slack.lock().unwrap().clone();
+    assert_eq!(posted.len(), 2, "{posted:?}");
+    assert_eq!(posted[0]["channel"], "C0SOC");
+    let text = posted[0].to_string();
+    assert!(text.contains(&format!("case {id}")) && text.contains("What happened"), "{text}");
+    assert!(text.contains("Waiting for approval") && text.contains("E1"), "{text}");
     let _ = server.stop.send(true);
 }
 

@@ -47,6 +47,8 @@ pub struct AppState {
     pub llm_base_url: Option<String>,
     pub metrics: metrics::Metrics,
     pub limiter: auth::RateLimiter,
+    /// Where write-ups and containment notices are posted (`slack.*`, `teams.*`).
+    pub channels: Vec<Box<dyn crate::actions::Channel>>,
 }
 
 /// A refusal or failure, always as `{"error": "..."}` with its status.
@@ -173,6 +175,11 @@ pub async fn serve(
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move { worker::run(state, n, stop).await }));
     }
+    {
+        let state = Arc::clone(&state);
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move { worker::notify(state, stop).await }));
+    }
     if !state.config.poll_interval.is_zero() {
         let state = Arc::clone(&state);
         let stop = shutdown.clone();
@@ -235,7 +242,10 @@ pub async fn build_state(config: ServerConfig, raw: &RawSettings) -> anyhow::Res
         .collect();
     knowledge.add(&docs).await?;
     let limiter = auth::RateLimiter::new(config.rate_limit_per_minute);
+    let channels = crate::actions::notify::channels(&get, std::time::Duration::from_secs(30))
+        .map_err(anyhow::Error::msg)?;
     Ok(Arc::new(AppState {
+        channels,
         llm_base_url: raw.get("llm.base_url"),
         config,
         store,

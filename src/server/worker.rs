@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::AppState;
-use crate::actions::Action;
+use crate::actions::notify::NOTIFY_JOB;
+use crate::actions::{Action, Notice};
+use crate::agent::TriageResult;
 use crate::agent::triage::finding_for_incident;
 use crate::agent::{TriageOptions, triage};
 use crate::audit::Actor;
@@ -136,6 +138,33 @@ async fn run_one(state: &AppState, id: &str, revision: i64) -> Result<(), String
         }
     }
     let value = serde_json::to_value(&result).map_err(|err| err.to_string())?;
+    // TODO: a newer revision posts a new message; it should update the first one in
+    // place (Slack chat.update with the stored ts, a Teams activity update).
+    // The write-up for the chat channels, once per revision, queued before the result
+    // is stored so a crash in between posts it on the re-run rather than never.
+    let notice = Notice {
+        proposal: result.proposals.last().cloned().unwrap_or_else(|| id.to_string()),
+        title: format!(
+            "pivotwatch triage{}: {} ({}), risk {:.0} {}",
+            incident_id.as_deref().map(|i| format!(" of case {i}")).unwrap_or_default(),
+            finding.device_id,
+            finding.ip,
+            result.risk,
+            result.severity.as_str()
+        ),
+        text: first_sentences(&result.narrative, 5),
+        facts: write_up_facts(&result),
+    };
+    state
+        .store
+        .enqueue(
+            NOTIFY_JOB,
+            &json!({"notice": notice}),
+            Some(&format!("write-up:{id}:{revision}")),
+            now_ms(),
+        )
+        .await
+        .map_err(|err| err.to_string())?;
     let current =
         state.store.finish_triage(id, revision, Ok(&value)).await.map_err(|err| err.to_string())?;
     if current {
@@ -158,6 +187,53 @@ async fn run_one(state: &AppState, id: &str, revision: i64) -> Result<(), String
         }
     }
     Ok(())
+}
+
+/// The lines beside a write-up: the ATT&CK techniques, up to five pieces of evidence,
+/// the proposals waiting for approval, and who wrote it.
+fn write_up_facts(result: &TriageResult) -> Vec<(String, String)> {
+    let mut facts = Vec::new();
+    if !result.techniques.is_empty() {
+        let listed: Vec<String> =
+            result.techniques.iter().map(|t| format!("{} {}", t.id, t.name)).collect();
+        facts.push(("ATT&CK for ICS".to_string(), listed.join("; ")));
+    }
+    for item in result.evidence.iter().take(5) {
+        facts.push((item.id.clone(), item.summary.chars().take(200).collect()));
+    }
+    if !result.proposals.is_empty() {
+        facts.push(("Waiting for approval".to_string(), result.proposals.join(", ")));
+    }
+    let by = match (&result.model, &result.fallback) {
+        (Some(model), None) => model.clone(),
+        (_, Some(why)) => format!("offline planner ({why})"),
+        (None, None) => "offline planner".to_string(),
+    };
+    facts.push(("Written by".to_string(), by));
+    facts
+}
+
+/// Posts queued notices (write-ups, containment notices) to the configured channels
+/// until `stop` turns true.
+pub async fn notify(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let worker = format!("{}-{}-notify", hostname(), std::process::id());
+    let channels: Vec<&dyn crate::actions::Channel> = state.channels.iter().map(|c| &**c).collect();
+    while !*stop.borrow() {
+        if let Err(err) = crate::actions::deliver_notices(
+            &state.store,
+            &channels,
+            &worker,
+            state.config.job_lease,
+        )
+        .await
+        {
+            tracing::error!("delivering notices failed: {err}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.changed() => {}
+        }
+    }
 }
 
 /// The first `n` sentences of a narrative, on one line.
