@@ -55,7 +55,7 @@ impl RawSettings {
 
 /// `XDR_URL` → `xdr.url`, `DATA_DIR` → `data_dir`, `LLM_BASE_URL` → `llm.base_url`: the
 /// first word is the section unless the whole name is a top-level setting.
-fn setting_name(env: &str) -> String {
+pub fn setting_name(env: &str) -> String {
     let lower = env.to_ascii_lowercase();
     if TOP_LEVEL.contains(&lower.as_str()) {
         return lower;
