@@ -59,10 +59,10 @@ async fn start(extra: &[(&str, &str)]) -> Running {
         .collect();
     Replay::open(&data).unwrap().import_findings(&critical[..2.min(critical.len())]).unwrap();
     let users = format!(
-        "[[user]]\nname = \"vera\"\nroles = [\"viewer\"]\napi_token_sha256 = \"{}\"\n\n\
-         [[user]]\nname = \"hank\"\nroles = [\"hunter\"]\napi_token_sha256 = \"{}\"\n\n\
+        "[[user]]\nname = \"vera\"\nroles = [\"viewer\"]\nslack_user_id = \"U0VERA\"\napi_token_sha256 = \"{}\"\n\n\
+         [[user]]\nname = \"hank\"\nroles = [\"hunter\"]\nslack_user_id = \"U0HANK\"\napi_token_sha256 = \"{}\"\n\n\
          [[user]]\nname = \"ana\"\nroles = [\"analyst\"]\napi_token_sha256 = \"{}\"\n\n\
-         [[user]]\nname = \"abe\"\nroles = [\"approver\"]\napi_token_sha256 = \"{}\"\n",
+         [[user]]\nname = \"abe\"\nroles = [\"approver\"]\nslack_user_id = \"U0ABE\"\napi_token_sha256 = \"{}\"\n",
         digest("viewer-token"),
         digest("hunter-token"),
         digest("analyst-token"),
@@ -138,20 +138,20 @@ fn now() -> i64 {
     pivotwatch::store::now_ms() / 1000
 }
 
-/// A Slack Web API that records `chat.postMessage` bodies and answers `ok`.
+/// A Slack Web API (and `response_url` host) that records every POST body, by path,
+/// and answers `ok`.
 async fn fake_slack() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let recorded = Arc::clone(&seen);
-    let app = axum::Router::new().route(
-        "/api/chat.postMessage",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-            let recorded = Arc::clone(&recorded);
-            async move {
-                recorded.lock().unwrap().push(body);
-                axum::Json(json!({"ok": true, "channel": "C0SOC", "ts": "1733300000.000100"}))
-            }
-        }),
-    );
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
+        let recorded = Arc::clone(&recorded);
+        async move {
+            let mut value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            value["_path"] = json!(uri.path());
+            recorded.lock().unwrap().push(value);
+            axum::Json(json!({"ok": true, "channel": "C0SOC", "ts": "1733300000.000100"}))
+        }
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/api", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -241,6 +241,18 @@ async fn a_signed_case_is_triaged_once_and_updated_in_place() {
     let text = posted[0].to_string();
     assert!(text.contains(&format!("case {id}")) && text.contains("What happened"), "{text}");
     assert!(text.contains("Waiting for approval") && text.contains("E1"), "{text}");
+    // The comment proposal can be decided from the message: one approve/reject pair.
+    let comment_id = comments[0]["id"].as_str().unwrap();
+    let buttons: Vec<&Value> = posted[0]["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| b["elements"].as_array().unwrap())
+        .filter(|e| e["value"] == comment_id)
+        .collect();
+    let ids: Vec<&str> = buttons.iter().map(|b| b["action_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["approve", "reject"], "{text}");
     let _ = server.stop.send(true);
 }
 
@@ -421,5 +433,193 @@ async fn polling_accepts_modified_cases_once_like_a_webhook() {
     assert_eq!(server.triages().await as usize, cases.items.len());
     // Nothing changed since: the next poll accepts nothing.
     assert_eq!(pivotwatch::server::worker::poll_once(&server.state).await.unwrap(), 0);
+    let _ = server.stop.send(true);
+}
+
+const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+
+fn slack_signature(ts: &str, body: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(SLACK_SECRET.as_bytes()).unwrap();
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    let bytes = mac.finalize().into_bytes();
+    format!("v0={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+impl Running {
+    async fn slack(
+        &self,
+        path: &str,
+        body: &str,
+        form: bool,
+        signed_at: i64,
+        good: bool,
+    ) -> (u16, Value, Duration) {
+        let ts = signed_at.to_string();
+        let signature =
+            if good { slack_signature(&ts, body) } else { slack_signature(&ts, "tampered") };
+        let started = std::time::Instant::now();
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("X-Slack-Request-Timestamp", ts)
+            .header("X-Slack-Signature", signature)
+            .header(
+                "content-type",
+                if form { "application/x-www-form-urlencoded" } else { "application/json" },
+            )
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null), took)
+    }
+}
+
+async fn wait_for(seen: &Arc<std::sync::Mutex<Vec<Value>>>, path: &str, n: usize) -> Vec<Value> {
+    for _ in 0..150 {
+        let found: Vec<Value> =
+            seen.lock().unwrap().iter().filter(|v| v["_path"] == path).cloned().collect();
+        if found.len() >= n {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("nothing posted to {path}");
+}
+
+fn form_body(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_events_commands_and_buttons() {
+    let (slack_url, slack) = fake_slack().await;
+    // The model is down: Slack still gets its acknowledgement in time, and the answer
+    // comes from the offline planner, saying so.
+    let dead = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/v1", probe.local_addr().unwrap())
+    };
+    let server = start(&[
+        ("slack.signing_secret", SLACK_SECRET),
+        ("slack.bot_token", "xoxb-test-token"),
+        ("slack.api_url", slack_url.as_str()),
+        ("llm.base_url", dead.as_str()),
+        ("llm.model", "gpt-4o-mini"),
+    ])
+    .await;
+
+    // The URL check, and refusals of a forged or stale request with nothing queued.
+    let verification = json!({"type": "url_verification", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "token": "x"}).to_string();
+    let (status, body, _) =
+        server.slack("/v1/slack/events", &verification, false, now(), true).await;
+    assert_eq!(
+        (status, body["challenge"].as_str()),
+        (200, Some("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"))
+    );
+    let (status, _, _) = server.slack("/v1/slack/events", &verification, false, now(), false).await;
+    assert_eq!(status, 401);
+    let (status, body, _) =
+        server.slack("/v1/slack/events", &verification, false, now() - 600, true).await;
+    assert_eq!(status, 401, "{body}");
+    let reaction =
+        json!({"type": "event_callback", "event_id": "Ev0", "event": {"type": "reaction_added"}})
+            .to_string();
+    let (status, _, _) = server.slack("/v1/slack/events", &reaction, false, now(), true).await;
+    assert_eq!(status, 400);
+
+    // A mention is answered once, in its thread, however often Slack retries it.
+    let mention = json!({"type": "event_callback", "event_id": "Ev08MFMKH6", "team_id": "T0",
+        "event": {"type": "app_mention", "user": "U0HANK", "channel": "C0SOC", "ts": "1733300111.000200",
+                  "text": "<@U0PIVOT> which cameras talk to external IPs at night?"}})
+    .to_string();
+    for _ in 0..3 {
+        let (status, _, took) =
+            server.slack("/v1/slack/events", &mention, false, now(), true).await;
+        assert_eq!(status, 200);
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+    let posted = wait_for(&slack, "/api/chat.postMessage", 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let posted_again: Vec<Value> = slack
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|v| v["_path"] == "/api/chat.postMessage")
+        .cloned()
+        .collect();
+    assert_eq!(posted_again.len(), 1, "answered once: {posted_again:?}");
+    assert_eq!(posted[0]["thread_ts"], "1733300111.000200");
+    let text = posted[0]["text"].as_str().unwrap();
+    assert!(text.contains("dataset = xdr_data") && text.contains("offline planner"), "{text}");
+
+    // The slash command: acknowledged at once, answered in the channel.
+    let command = form_body(&[
+        ("command", "/pivotwatch"),
+        ("text", "hunt top 5 devices by bytes sent to the internet this week"),
+        ("user_id", "U0HANK"),
+        ("channel_id", "C0SOC"),
+        ("response_url", &format!("{}/hooks/commands/T0/1", slack_url.trim_end_matches("/api"))),
+    ]);
+    let (status, body, took) =
+        server.slack("/v1/slack/commands", &command, true, now(), true).await;
+    assert_eq!((status, body["response_type"].as_str()), (200, Some("ephemeral")), "{body}");
+    assert!(took < Duration::from_secs(3));
+    let answered = wait_for(&slack, "/hooks/commands/T0/1", 1).await;
+    assert_eq!(answered[0]["response_type"], "in_channel");
+    assert!(
+        answered[0]["text"].as_str().unwrap().contains("sort desc bytes_up"),
+        "{}",
+        answered[0]
+    );
+    // Someone not in the users file, or without the role, is told so and nothing runs.
+    let stranger = form_body(&[
+        ("text", "hunt anything"),
+        ("user_id", "U0NOBODY"),
+        ("response_url", "http://127.0.0.1:9/x"),
+    ]);
+    let (_, body, _) = server.slack("/v1/slack/commands", &stranger, true, now(), true).await;
+    assert!(body["text"].as_str().unwrap().contains("not in pivotwatch's users file"));
+    let viewer = form_body(&[
+        ("text", "hunt anything"),
+        ("user_id", "U0VERA"),
+        ("response_url", "http://127.0.0.1:9/x"),
+    ]);
+    let (_, body, _) = server.slack("/v1/slack/commands", &viewer, true, now(), true).await;
+    assert!(body["text"].as_str().unwrap().contains("vera lacks the role"), "{body}");
+
+    // The approve button, pressed by an approver mapped from their Slack id.
+    let action = pivotwatch::actions::Action::XdrCaseComment {
+        incident_id: "1".into(),
+        comment: "c".into(),
+    };
+    let proposal = server
+        .state
+        .gate
+        .propose(action, &pivotwatch::audit::Actor::System, "test")
+        .await
+        .unwrap()
+        .unwrap();
+    let payload = json!({"type": "block_actions", "user": {"id": "U0ABE"},
+        "response_url": format!("{}/hooks/actions/T0/2", slack_url.trim_end_matches("/api")),
+        "actions": [{"action_id": "approve", "value": proposal.id, "type": "button"}]});
+    let (status, _, _) = server
+        .slack(
+            "/v1/slack/interactions",
+            &form_body(&[("payload", &payload.to_string())]),
+            true,
+            now(),
+            true,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let updated = wait_for(&slack, "/hooks/actions/T0/2", 1).await;
+    assert!(updated[0]["text"].as_str().unwrap().contains("approved by abe"), "{}", updated[0]);
+    let after = server.state.gate.get(&proposal.id).await.unwrap();
+    assert_ne!(after.state.as_str(), "proposed");
     let _ = server.stop.send(true);
 }

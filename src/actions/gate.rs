@@ -831,6 +831,7 @@ fn containment_notice(
             ("Why".into(), reason.to_string()),
             ("Standing approval by".into(), granted_by.to_string()),
         ],
+        decisions: Vec::new(),
     }
 }
 

@@ -37,6 +37,10 @@ pub struct Notice {
     /// Short label/value pairs shown beside the text.
     #[serde(default)]
     pub facts: Vec<(String, String)>,
+    /// Proposals a reader may decide on from the message, with a label each: Slack
+    /// shows an approve / reject pair per proposal (at most five).
+    #[serde(default)]
+    pub decisions: Vec<(String, String)>,
 }
 
 /// Somewhere a notice can be posted.
@@ -210,6 +214,17 @@ impl SlackChannel {
                 .map(|(k, v)| json!({"type": "mrkdwn", "text": clip(&format!("*{k}*\n{v}"), 2000)}))
                 .collect();
             blocks.push(json!({"type": "section", "fields": fields}));
+        }
+        for (proposal, label) in notice.decisions.iter().take(5) {
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
+                "text": clip(&format!("*Proposed:* {label} (`{proposal}`)"), 3000)}}));
+            blocks.push(
+                json!({"type": "actions", "block_id": format!("decide:{proposal}"), "elements": [
+                {"type": "button", "action_id": "approve", "value": proposal, "style": "primary",
+                 "text": {"type": "plain_text", "text": "Approve"}},
+                {"type": "button", "action_id": "reject", "value": proposal, "style": "danger",
+                 "text": {"type": "plain_text", "text": "Reject"}}]}),
+            );
         }
         blocks.push(json!({"type": "context", "elements": [
             {"type": "mrkdwn", "text": format!("proposal `{}`", notice.proposal)}]}));

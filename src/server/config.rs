@@ -121,6 +121,11 @@ pub struct ServerConfig {
     /// cannot send webhooks).
     pub poll_interval: Duration,
     pub users_file: PathBuf,
+    /// Slack's signing secret; without it the Slack routes refuse.
+    pub slack_signing_secret: Option<Secret>,
+    /// Where `chat.postMessage` goes (`https://slack.com/api` outside tests).
+    pub slack_api_url: String,
+    pub slack_bot_token: Option<Secret>,
 }
 
 impl ServerConfig {
@@ -196,6 +201,11 @@ impl ServerConfig {
                 poll_interval: Duration::from_secs(poll),
                 job_lease: Duration::from_secs(lease),
                 users_file,
+                slack_signing_secret: raw.get("slack.signing_secret").map(Secret::new),
+                slack_api_url: raw
+                    .get("slack.api_url")
+                    .unwrap_or_else(|| "https://slack.com/api".into()),
+                slack_bot_token: raw.get("slack.bot_token").map(Secret::new),
             }),
             _ => Err(problems),
         }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod metrics;
+pub mod slack;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -79,6 +80,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(metrics::render))
         .route("/v1/webhooks/xdr", post(api::xdr_webhook))
+        .route("/v1/slack/events", post(slack::events))
+        .route("/v1/slack/commands", post(slack::commands))
+        .route("/v1/slack/interactions", post(slack::interactions))
         .route("/v1/hunt", post(api::hunt))
         .route("/v1/triage", post(api::triage))
         .route("/v1/triage/{id}", get(api::get_triage))
@@ -179,6 +183,11 @@ pub async fn serve(
         let state = Arc::clone(&state);
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move { worker::notify(state, stop).await }));
+    }
+    if state.config.slack_signing_secret.is_some() {
+        let state = Arc::clone(&state);
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move { slack::worker(state, stop).await }));
     }
     if !state.config.poll_interval.is_zero() {
         let state = Arc::clone(&state);

@@ -142,7 +142,7 @@ async fn run_one(state: &AppState, id: &str, revision: i64) -> Result<(), String
     // place (Slack chat.update with the stored ts, a Teams activity update).
     // The write-up for the chat channels, once per revision, queued before the result
     // is stored so a crash in between posts it on the re-run rather than never.
-    let notice = Notice {
+    let mut notice = Notice {
         proposal: result.proposals.last().cloned().unwrap_or_else(|| id.to_string()),
         title: format!(
             "pivotwatch triage{}: {} ({}), risk {:.0} {}",
@@ -154,7 +154,15 @@ async fn run_one(state: &AppState, id: &str, revision: i64) -> Result<(), String
         ),
         text: first_sentences(&result.narrative, 5),
         facts: write_up_facts(&result),
+        decisions: Vec::new(),
     };
+    for proposal in result.proposals.iter().take(5) {
+        if let Ok(p) = state.gate.get(proposal).await
+            && p.state.as_str() == "proposed"
+        {
+            notice.decisions.push((proposal.clone(), p.action.kind().replace('_', " ")));
+        }
+    }
     state
         .store
         .enqueue(
