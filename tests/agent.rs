@@ -6,54 +6,23 @@
 
 #![allow(clippy::unwrap_used, reason = "a test should stop at the first unexpected error")]
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use pivotwatch::actions::{Gate, Policy, Users};
 use pivotwatch::agent::llm::Llm;
 use pivotwatch::agent::run::Limits;
 use pivotwatch::agent::{TriageOptions, TriageResult, triage};
-use pivotwatch::baseline::DetectConfig;
-use pivotwatch::ingest::sim::{CONN_LOG_FILE, INVENTORY_FILE, SimConfig, simulate};
-use pivotwatch::model::{Finding, Severity};
-use pivotwatch::pipeline::{BaselineSource, DetectInput, detect_files};
+use pivotwatch::ingest::sim::{CONN_LOG_FILE, INVENTORY_FILE, SimConfig};
+use pivotwatch::model::Finding;
 use pivotwatch::store::Store;
 use pivotwatch::xdr::replay::Replay;
 
 mod common;
 
-/// A scripted model: answers from a queue, records every request body.
-struct Model {
-    script: Mutex<VecDeque<(u16, Value)>>,
-    seen: Mutex<Vec<Value>>,
-}
-
-impl Model {
-    fn seen(&self) -> Vec<Value> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-fn completion(message: Value, finish: &str) -> (u16, Value) {
-    (
-        200,
-        json!({"id": "chatcmpl-7", "object": "chat.completion", "created": 1_733_300_000,
-               "model": "test-model",
-               "choices": [{"index": 0, "finish_reason": finish, "message": message}],
-               "usage": {"prompt_tokens": 1500, "completion_tokens": 80, "total_tokens": 1580}}),
-    )
-}
-
-fn says(text: &str) -> (u16, Value) {
-    completion(json!({"role": "assistant", "content": text}), "stop")
-}
+use common::model::{Model, completion, fails, says};
 
 /// A turn that calls tools: (name, raw argument text).
 fn calls(list: &[(&str, String)]) -> (u16, Value) {
@@ -71,31 +40,8 @@ fn calls(list: &[(&str, String)]) -> (u16, Value) {
     )
 }
 
-fn fails(status: u16, kind: &str) -> (u16, Value) {
-    (
-        status,
-        json!({"error": {"message": format!("{kind} for tests"), "type": kind, "param": null, "code": null}}),
-    )
-}
-
-async fn complete(State(model): State<Arc<Model>>, Json(body): Json<Value>) -> Response {
-    model.seen.lock().unwrap().push(body);
-    let (status, body) =
-        model.script.lock().unwrap().pop_front().unwrap_or_else(|| fails(500, "server_error"));
-    (StatusCode::from_u16(status).unwrap(), Json(body)).into_response()
-}
-
 async fn serve(script: Vec<(u16, Value)>) -> (Arc<Model>, Llm) {
-    let model = Arc::new(Model { script: Mutex::new(script.into()), seen: Mutex::new(Vec::new()) });
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", axum::routing::post(complete))
-        .with_state(Arc::clone(&model));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let llm = Llm::new(&format!("http://{addr}/v1"), None, "gpt-4o-mini", Duration::from_secs(10))
-        .unwrap();
-    (model, llm)
+    common::model::serve(script, "gpt-4o-mini", Duration::from_secs(10)).await
 }
 
 /// A simulated fleet as a replay tenant and its riskiest critical finding on a device
@@ -109,25 +55,10 @@ fn fleet(dir: &std::path::Path) -> (Replay, Finding) {
 /// The fleet and all its critical findings, riskiest first.
 fn fleet_all(dir: &std::path::Path) -> (Replay, Vec<Finding>) {
     let config = SimConfig { devices: 40, days: 8, seed: 11, ..SimConfig::default() };
-    let summary = simulate(&config, dir).unwrap();
-    let inventory = dir.join(INVENTORY_FILE);
-    let conn_log = dir.join(CONN_LOG_FILE);
-    Replay::load(dir, Some(&inventory), std::slice::from_ref(&conn_log)).unwrap();
-    let input = DetectInput {
-        inventory: Some(inventory),
-        flows: vec![conn_log],
-        baseline: BaselineSource::Until(summary.baseline_until),
-    };
-    let output = detect_files(DetectConfig::default(), &input, &mut |_| {}).unwrap();
-    let mut critical: Vec<Finding> = output
-        .detection
-        .findings
-        .into_iter()
-        .filter(|f| f.severity == Severity::Critical)
-        .collect();
-    critical.sort_by(|a, b| b.risk.total_cmp(&a.risk));
+    let (replay, findings) = common::fleet::tenant(&config, dir, dir);
+    let critical = common::fleet::critical(findings);
     assert!(!critical.is_empty());
-    (Replay::open(dir).unwrap(), critical)
+    (replay, critical)
 }
 
 /// The riskiest critical finding for which the offline planner suggests quarantine.

@@ -5,14 +5,10 @@
 
 #![allow(clippy::unwrap_used, reason = "a test should stop at the first unexpected error")]
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use pivotwatch::agent::hunt;
@@ -22,48 +18,10 @@ use pivotwatch::xdr::replay::Replay;
 
 mod common;
 
-/// A scripted model: answers from a queue, records every request body.
-struct Model {
-    script: Mutex<VecDeque<(u16, Value)>>,
-    seen: Mutex<Vec<Value>>,
-}
-
-fn says(text: &str) -> (u16, Value) {
-    (
-        200,
-        json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1_733_300_000,
-               "model": "test-model",
-               "choices": [{"index": 0, "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": text}}],
-               "usage": {"prompt_tokens": 812, "completion_tokens": 64, "total_tokens": 876}}),
-    )
-}
-
-fn fails(status: u16, kind: &str) -> (u16, Value) {
-    (
-        status,
-        json!({"error": {"message": format!("{kind} for tests"), "type": kind, "param": null, "code": null}}),
-    )
-}
-
-async fn complete(State(model): State<Arc<Model>>, Json(body): Json<Value>) -> Response {
-    model.seen.lock().unwrap().push(body);
-    let (status, body) =
-        model.script.lock().unwrap().pop_front().unwrap_or_else(|| fails(500, "server_error"));
-    (StatusCode::from_u16(status).unwrap(), Json(body)).into_response()
-}
+use common::model::{Model, fails, says};
 
 async fn serve(script: Vec<(u16, Value)>) -> (Arc<Model>, Llm) {
-    let model = Arc::new(Model { script: Mutex::new(script.into()), seen: Mutex::new(Vec::new()) });
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", axum::routing::post(complete))
-        .with_state(Arc::clone(&model));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let llm =
-        Llm::new(&format!("http://{addr}/v1"), None, "test-model", Duration::from_secs(5)).unwrap();
-    (model, llm)
+    common::model::serve(script, "test-model", Duration::from_secs(5)).await
 }
 
 fn tenant(dir: &std::path::Path) -> Replay {
@@ -88,7 +46,7 @@ async fn the_models_query_is_validated_run_and_audited() {
     assert_eq!(result.planner, "llm");
     assert!(result.valid && result.row_count > 0, "{result:?}");
     assert!(result.xql.as_ref().unwrap().starts_with("config timeframe = 24h"));
-    let seen = model.seen.lock().unwrap().clone();
+    let seen = model.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0]["model"], "test-model");
     let system = seen[0]["messages"][0]["content"].as_str().unwrap();
@@ -99,7 +57,7 @@ async fn the_models_query_is_validated_run_and_audited() {
     let inference = records.iter().find(|r| r.kind == "inference").unwrap();
     assert_eq!(inference.payload["prompt_id"], "hunt_xql.v1");
     assert_eq!(inference.payload["model"], "test-model");
-    assert_eq!(inference.payload["input_tokens"], 812);
+    assert_eq!(inference.payload["input_tokens"], common::model::PROMPT_TOKENS);
     assert_eq!(inference.payload["prompt_hash"].as_str().unwrap().len(), 64);
 }
 
@@ -113,7 +71,7 @@ async fn a_query_that_writes_goes_back_for_repair_and_never_runs() {
     let result = hunt(&replay, Some(&llm), "who uses ssh?", None).await;
     assert_eq!(result.planner, "llm");
     assert!(!result.xql.as_ref().unwrap().contains("target"), "{result:?}");
-    let seen = model.seen.lock().unwrap().clone();
+    let seen = model.seen();
     assert_eq!(seen.len(), 2, "one repair");
     let repair =
         seen[1]["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap();
@@ -127,7 +85,7 @@ async fn a_rate_limit_is_retried_and_a_model_that_keeps_failing_leaves_it_to_the
     let (model, llm) = serve(vec![fails(429, "rate_limit_exceeded"), says(GOOD)]).await;
     let result = hunt(&replay, Some(&llm), "which devices talk HTTPS the most?", None).await;
     assert_eq!(result.planner, "llm");
-    assert_eq!(model.seen.lock().unwrap().len(), 2);
+    assert_eq!(model.seen().len(), 2);
 
     // Down for good: the client's own retries (three, backing off), then the offline
     // planner answers and says so.
@@ -137,7 +95,7 @@ async fn a_rate_limit_is_retried_and_a_model_that_keeps_failing_leaves_it_to_the
     assert_eq!(result.planner, "offline");
     assert!(result.valid);
     assert!(result.summary.contains("answered by the offline planner"), "{}", result.summary);
-    assert_eq!(model.seen.lock().unwrap().len(), 4);
+    assert_eq!(model.seen().len(), 4);
 
     // Garbage every time: two repairs, then the offline planner.
     let (model, llm) =
@@ -145,13 +103,13 @@ async fn a_rate_limit_is_retried_and_a_model_that_keeps_failing_leaves_it_to_the
     let result = hunt(&replay, Some(&llm), "any scans in the last 7 days?", None).await;
     assert_eq!(result.planner, "offline");
     assert!(result.summary.contains("after 2 repairs"), "{}", result.summary);
-    assert_eq!(model.seen.lock().unwrap().len(), 3);
+    assert_eq!(model.seen().len(), 3);
 
     // A refused key is not retried.
     let (model, llm) = serve(vec![fails(401, "invalid_api_key")]).await;
     let result = hunt(&replay, Some(&llm), "any scans in the last 7 days?", None).await;
     assert_eq!(result.planner, "offline");
-    assert_eq!(model.seen.lock().unwrap().len(), 1);
+    assert_eq!(model.seen().len(), 1);
 }
 
 #[tokio::test]

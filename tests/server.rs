@@ -11,14 +11,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use pivotwatch::baseline::DetectConfig;
-use pivotwatch::ingest::sim::{CONN_LOG_FILE, INVENTORY_FILE, SimConfig, simulate};
-use pivotwatch::model::Severity;
-use pivotwatch::pipeline::{BaselineSource, DetectInput, detect_files};
+use pivotwatch::ingest::sim::SimConfig;
 use pivotwatch::server::auth::sign;
 use pivotwatch::server::{AppState, RawSettings, ServerConfig, build_state, serve};
 use pivotwatch::xdr::IncidentQuery;
-use pivotwatch::xdr::replay::Replay;
+
+mod common;
 
 const SECRET: &str = "a-shared-secret-of-some-length";
 
@@ -41,23 +39,9 @@ async fn start(extra: &[(&str, &str)]) -> Running {
     let data = dir.path().to_path_buf();
     let sim = data.join("sim");
     let config = SimConfig { devices: 30, days: 6, seed: 5, ..SimConfig::default() };
-    let summary = simulate(&config, &sim).unwrap();
-    let inventory = sim.join(INVENTORY_FILE);
-    let conn_log = sim.join(CONN_LOG_FILE);
-    Replay::load(&data, Some(&inventory), std::slice::from_ref(&conn_log)).unwrap();
-    let input = DetectInput {
-        inventory: Some(inventory),
-        flows: vec![conn_log],
-        baseline: BaselineSource::Until(summary.baseline_until),
-    };
-    let output = detect_files(DetectConfig::default(), &input, &mut |_| {}).unwrap();
-    let critical: Vec<_> = output
-        .detection
-        .findings
-        .into_iter()
-        .filter(|f| f.severity == Severity::Critical)
-        .collect();
-    Replay::open(&data).unwrap().import_findings(&critical[..2.min(critical.len())]).unwrap();
+    let (replay, findings) = common::fleet::tenant(&config, &sim, &data);
+    let critical = common::fleet::critical(findings);
+    replay.import_findings(&critical[..2.min(critical.len())]).unwrap();
     let users = format!(
         "[[user]]\nname = \"vera\"\nroles = [\"viewer\"]\nslack_user_id = \"U0VERA\"\napi_token_sha256 = \"{}\"\n\n\
          [[user]]\nname = \"hank\"\nroles = [\"hunter\"]\nslack_user_id = \"U0HANK\"\napi_token_sha256 = \"{}\"\n\n\

@@ -18,13 +18,12 @@ use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use pivotwatch::baseline::DetectConfig;
-use pivotwatch::ingest::sim::{CONN_LOG_FILE, INVENTORY_FILE, SimConfig, simulate};
-use pivotwatch::pipeline::{BaselineSource, DetectInput, detect_files};
+use pivotwatch::ingest::sim::{INVENTORY_FILE, SimConfig};
 use pivotwatch::server::auth::sign;
 use pivotwatch::store::Store;
-use pivotwatch::xdr::replay::Replay;
 use pivotwatch::xdr::{IncidentQuery, Xdr};
+
+mod common;
 
 const SECRET: &str = "burst-test-secret-0123456789";
 const DELIVERIES: usize = 2_000;
@@ -59,18 +58,8 @@ async fn a_burst_survives_sigkill_and_every_case_is_written_up_once() {
     let data = dir.path().to_path_buf();
     let sim = data.join("sim");
     let config = SimConfig { devices: 80, days: 3, seed: 9, ..SimConfig::default() };
-    let summary = simulate(&config, &sim).unwrap();
-    let inventory = sim.join(INVENTORY_FILE);
-    let conn_log = sim.join(CONN_LOG_FILE);
-    Replay::load(&data, Some(&inventory), std::slice::from_ref(&conn_log)).unwrap();
-    let input = DetectInput {
-        inventory: Some(inventory),
-        flows: vec![conn_log],
-        baseline: BaselineSource::Until(summary.baseline_until),
-    };
-    let output = detect_files(DetectConfig::default(), &input, &mut |_| {}).unwrap();
-    let replay = Replay::open(&data).unwrap();
-    replay.import_findings(&output.detection.findings).unwrap();
+    let (replay, findings) = common::fleet::tenant(&config, &sim, &data);
+    replay.import_findings(&findings).unwrap();
     // A case for every other device too, as another product would raise them.
     let text = std::fs::read_to_string(sim.join(INVENTORY_FILE)).unwrap();
     let alerts: Vec<pivotwatch::xdr::ParsedAlert> = text

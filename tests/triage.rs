@@ -6,10 +6,8 @@
 
 use pivotwatch::agent::grounding::{self, Fact};
 use pivotwatch::agent::triage_offline;
-use pivotwatch::baseline::DetectConfig;
-use pivotwatch::ingest::sim::{CONN_LOG_FILE, INVENTORY_FILE, SimConfig, simulate};
+use pivotwatch::ingest::sim::SimConfig;
 use pivotwatch::model::{Finding, Severity};
-use pivotwatch::pipeline::{BaselineSource, DetectInput, detect_files};
 use pivotwatch::xdr::replay::Replay;
 
 mod common;
@@ -17,24 +15,8 @@ mod common;
 /// A simulated fleet loaded as a replay tenant, and its critical findings, riskiest first.
 fn fleet(dir: &std::path::Path) -> (Replay, Vec<Finding>) {
     let config = SimConfig { devices: 60, days: 10, seed: 7, ..SimConfig::default() };
-    let summary = simulate(&config, dir).unwrap();
-    let inventory = dir.join(INVENTORY_FILE);
-    let conn_log = dir.join(CONN_LOG_FILE);
-    Replay::load(dir, Some(&inventory), std::slice::from_ref(&conn_log)).unwrap();
-    let input = DetectInput {
-        inventory: Some(inventory),
-        flows: vec![conn_log],
-        baseline: BaselineSource::Until(summary.baseline_until),
-    };
-    let output = detect_files(DetectConfig::default(), &input, &mut |_| {}).unwrap();
-    let mut critical: Vec<Finding> = output
-        .detection
-        .findings
-        .into_iter()
-        .filter(|f| f.severity == Severity::Critical)
-        .collect();
-    critical.sort_by(|a, b| b.risk.total_cmp(&a.risk));
-    (Replay::open(dir).unwrap(), critical)
+    let (replay, findings) = common::fleet::tenant(&config, dir, dir);
+    (replay, common::fleet::critical(findings))
 }
 
 #[tokio::test]

@@ -9,9 +9,8 @@ use async_openai::types::chat::{
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
 };
 
-use super::llm::{Completion, HUNT_XQL, HUNT_XQL_REPAIR, Llm, Prompt};
+use super::llm::{HUNT_XQL, HUNT_XQL_REPAIR, Llm};
 use super::planner::{self, Direction, Intent, Shape, TimeOfDay};
-use crate::audit::{self, Actor, Inference, Kind};
 use crate::store::Store;
 use crate::xdr::{Row, Xdr, XqlRequest};
 
@@ -76,7 +75,8 @@ async fn translate(llm: &Llm, question: &str, store: Option<&Store>) -> Result<S
     for attempt in 0..=REPAIRS {
         let prompt = if attempt == 0 { &HUNT_XQL } else { &HUNT_XQL_REPAIR };
         let completion = llm.complete(messages.clone()).await.map_err(|err| err.to_string())?;
-        record(store, llm, prompt, &completion).await;
+        let cost = (completion.input_tokens, completion.output_tokens, completion.latency_ms);
+        prompt.record(store, llm.model(), cost, Vec::new(), Vec::new()).await;
         let xql = strip_fences(&completion.text);
         let (_, validation) = crate::xql::validate::check(&xql, &planner::hunt_validation());
         if validation.valid && validation.read_only {
@@ -131,25 +131,6 @@ fn strip_fences(text: &str) -> String {
         .or_else(|| trimmed.strip_prefix("```"))
         .map_or(trimmed, |rest| rest.trim_end().trim_end_matches("```"));
     inner.trim().trim_start_matches("XQL:").trim().to_string()
-}
-
-/// Records an inference in the audit trail, when there is one.
-async fn record(store: Option<&Store>, llm: &Llm, prompt: &Prompt, completion: &Completion) {
-    let Some(store) = store else { return };
-    let inference = Inference {
-        model: llm.model().to_string(),
-        prompt_id: prompt.id.to_string(),
-        prompt_hash: prompt.hash(),
-        input_tokens: completion.input_tokens,
-        output_tokens: completion.output_tokens,
-        latency_ms: completion.latency_ms,
-        tool_calls: Vec::new(),
-        evidence: Vec::new(),
-    };
-    let payload = serde_json::to_value(&inference).unwrap_or_default();
-    if let Err(err) = audit::append(store, &Actor::Agent, Kind::Inference, payload).await {
-        tracing::error!("an inference could not be recorded in the audit trail: {err}");
-    }
 }
 
 /// What `pivotwatch hunt --json` prints and the server returns.

@@ -331,3 +331,37 @@ impl Llm {
         })
     }
 }
+
+impl Prompt {
+    /// Records one model call made with this prompt as an `inference` in the audit
+    /// trail, when there is one: the model, the prompt's id and hash, tokens, latency,
+    /// the tools it asked for and the evidence ids it cited. A trail that cannot be
+    /// written is logged, never a reason to fail the answer.
+    pub async fn record(
+        &self,
+        store: Option<&crate::store::Store>,
+        model: &str,
+        (input_tokens, output_tokens, latency_ms): (u64, u64, u64),
+        tool_calls: Vec<String>,
+        evidence: Vec<String>,
+    ) {
+        let Some(store) = store else { return };
+        let inference = crate::audit::Inference {
+            model: model.to_string(),
+            prompt_id: self.id.to_string(),
+            prompt_hash: self.hash(),
+            input_tokens,
+            output_tokens,
+            latency_ms,
+            tool_calls,
+            evidence,
+        };
+        let payload = serde_json::to_value(&inference).unwrap_or_default();
+        let actor = crate::audit::Actor::Agent;
+        if let Err(err) =
+            crate::audit::append(store, &actor, crate::audit::Kind::Inference, payload).await
+        {
+            tracing::error!("an inference could not be recorded in the audit trail: {err}");
+        }
+    }
+}

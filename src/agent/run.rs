@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::llm::{Llm, LlmError, Message, Prompt, ToolCall, ToolSpec, Turn};
 use super::tools::{Registry, ToolContext, ToolFailure, ToolOutput};
 use super::triage::EvidenceItem;
-use crate::audit::{self, Actor, Inference, Kind};
+use crate::audit::{self, Actor, Kind};
 
 /// What one run may spend.
 #[derive(Clone, Debug, PartialEq)]
@@ -413,21 +413,12 @@ impl Run<'_> {
     }
 
     async fn record_inference(&self, turn: &Turn, input: u64, output: u64) {
-        let Some(store) = self.ctx.store else { return };
-        let inference = Inference {
-            model: self.llm.model().to_string(),
-            prompt_id: self.prompt.id.to_string(),
-            prompt_hash: self.prompt.hash(),
-            input_tokens: input,
-            output_tokens: output,
-            latency_ms: turn.latency_ms,
-            tool_calls: turn.tool_calls.iter().map(|c| c.name.clone()).collect(),
-            evidence: turn.content.as_deref().map(cited).unwrap_or_default().into_iter().collect(),
-        };
-        let payload = serde_json::to_value(&inference).unwrap_or(Value::Null);
-        if let Err(err) = audit::append(store, &Actor::Agent, Kind::Inference, payload).await {
-            tracing::error!("an inference could not be recorded in the audit trail: {err}");
-        }
+        let tools = turn.tool_calls.iter().map(|c| c.name.clone()).collect();
+        let cited = turn.content.as_deref().map(cited).unwrap_or_default();
+        let cost = (input, output, turn.latency_ms);
+        self.prompt
+            .record(self.ctx.store, self.llm.model(), cost, tools, cited.into_iter().collect())
+            .await;
     }
 
     async fn record_call(&self, record: &CallRecord) {

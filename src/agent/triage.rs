@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::grounding::{self, Fact};
-use super::llm::{Llm, Message, TRIAGE, TRIAGE_REWRITE, Turn};
+use super::llm::{Llm, Message, TRIAGE, TRIAGE_REWRITE};
 use super::run::{self, Limits, Run};
 use super::tools::{Permits, Registry, ToolContext};
 use crate::actions::{Action, Gate};
-use crate::audit::{self, Actor, Inference, Kind};
+use crate::audit::Actor;
 use crate::knowledge::devices::DeviceKnowledge;
 use crate::knowledge::{self, Knowledge, TechniqueRef};
 use crate::model::{Finding, Severity};
@@ -626,7 +626,11 @@ pub async fn triage(
     if let Ok(turn) = &rewrite {
         result.tokens.0 += turn.input_tokens;
         result.tokens.1 += turn.output_tokens;
-        record_rewrite(options.store, llm, turn).await;
+        let cited = turn.content.as_deref().map(run::cited).unwrap_or_default();
+        let cost = (turn.input_tokens, turn.output_tokens, turn.latency_ms);
+        TRIAGE_REWRITE
+            .record(options.store, llm.model(), cost, Vec::new(), cited.into_iter().collect())
+            .await;
     }
     let second = rewrite.ok().and_then(|t| t.content);
     match second {
@@ -713,24 +717,6 @@ async fn propose_suggestions(result: &mut TriageResult, gate: Option<&Gate>, pro
             Ok(None) => {}
             Err(err) => tracing::error!("a {} could not be proposed: {err}", suggestion.kind),
         }
-    }
-}
-
-async fn record_rewrite(store: Option<&Store>, llm: &Llm, turn: &Turn) {
-    let Some(store) = store else { return };
-    let inference = Inference {
-        model: llm.model().to_string(),
-        prompt_id: TRIAGE_REWRITE.id.to_string(),
-        prompt_hash: TRIAGE_REWRITE.hash(),
-        input_tokens: turn.input_tokens,
-        output_tokens: turn.output_tokens,
-        latency_ms: turn.latency_ms,
-        tool_calls: Vec::new(),
-        evidence: turn.content.as_deref().map(run::cited).unwrap_or_default().into_iter().collect(),
-    };
-    let payload = serde_json::to_value(&inference).unwrap_or(Value::Null);
-    if let Err(err) = audit::append(store, &Actor::Agent, Kind::Inference, payload).await {
-        tracing::error!("an inference could not be recorded in the audit trail: {err}");
     }
 }
 

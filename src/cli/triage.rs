@@ -76,20 +76,7 @@ pub fn run(args: TriageArgs) -> anyhow::Result<i32> {
         };
         let result = triage(&finding, &*xdr, Some(&knowledge), &options).await;
         if !args.dry_run {
-            let case = Case {
-                id: args
-                    .incident
-                    .clone()
-                    .unwrap_or_else(|| format!("{}@{}", finding.device_id, finding.window_start)),
-                device_id: finding.device_id.clone(),
-                vendor: None,
-                model: None,
-                summary: result.narrative.lines().next().unwrap_or_default().to_string(),
-                techniques: finding.techniques.clone(),
-                verdict: None,
-                verdict_reason: None,
-                created_at_ms: crate::store::now_ms(),
-            };
+            let case = Case::from_triage(args.incident.as_deref(), &finding, &result.narrative);
             cases::record_triage(&store, &case).await?;
         }
         anyhow::Ok(result)

@@ -64,6 +64,29 @@ pub struct Case {
 }
 
 impl Case {
+    /// A case as a triage records it: the Cortex XDR case id when there is one, else
+    /// the device and the finding's window; the narrative's first line as summary.
+    pub fn from_triage(
+        incident_id: Option<&str>,
+        finding: &crate::model::Finding,
+        narrative: &str,
+    ) -> Case {
+        Case {
+            id: incident_id.map_or_else(
+                || format!("{}@{}", finding.device_id, finding.window_start),
+                str::to_string,
+            ),
+            device_id: finding.device_id.clone(),
+            vendor: None,
+            model: None,
+            summary: narrative.lines().next().unwrap_or_default().to_string(),
+            techniques: finding.techniques.clone(),
+            verdict: None,
+            verdict_reason: None,
+            created_at_ms: crate::store::now_ms(),
+        }
+    }
+
     pub fn doc(&self) -> Doc {
         let mut fields = BTreeMap::new();
         fields.insert("technique".to_string(), self.techniques.clone());

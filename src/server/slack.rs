@@ -217,34 +217,11 @@ pub async fn worker(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let worker = format!("{}-slack", std::process::id());
     let http =
         reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
-    let lease_ms = state.config.job_lease.as_millis() as i64;
-    while !*stop.borrow() {
-        match state.store.claim(SLACK_JOB, &worker, lease_ms, now_ms()).await {
-            Ok(Some(job)) => {
-                let outcome = handle(&state, &http, &job.payload).await;
-                match outcome {
-                    Ok(()) => {
-                        let _ = state.store.complete(job.id, &worker).await;
-                    }
-                    Err(err) => {
-                        tracing::warn!("a Slack answer failed: {err}");
-                        let retry = (job.attempts < 3).then(|| now_ms() + 2_000 * job.attempts);
-                        let _ = state.store.fail(job.id, &worker, &err, retry).await;
-                    }
-                }
-            }
-            Ok(None) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-            Err(err) => {
-                tracing::error!("claiming Slack work failed: {err}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
+    let (shared, http) = (&*state, &http);
+    super::worker::claim_loop(shared, SLACK_JOB, &worker, 3, &mut stop, |job| async move {
+        handle(shared, http, &job.payload).await
+    })
+    .await;
 }
 
 async fn handle(state: &AppState, http: &reqwest::Client, job: &Value) -> Result<(), String> {

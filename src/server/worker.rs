@@ -26,38 +26,34 @@ use crate::xdr::{IncidentFilter, IncidentQuery};
 /// Attempts before a triage is failed for good.
 const ATTEMPTS: i64 = 5;
 
-/// Claims and runs triages until `stop` turns true.
-pub async fn run(state: Arc<AppState>, n: usize, mut stop: watch::Receiver<bool>) {
-    let worker = format!("{}-{}-{n}", hostname(), std::process::id());
+/// Claims jobs of `kind` one at a time and hands each to `handle` until `stop` turns
+/// true: done on `Ok`, tried again with a doubling pause on `Err` until `attempts`,
+/// then failed for good. Idle, it looks again every 200 ms.
+pub(crate) async fn claim_loop<F, Fut>(
+    state: &AppState,
+    kind: &str,
+    worker: &str,
+    attempts: i64,
+    stop: &mut watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(crate::store::Job) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let lease_ms = state.config.job_lease.as_millis() as i64;
     while !*stop.borrow() {
-        let lease_ms = state.config.job_lease.as_millis() as i64;
-        match state.store.claim(TRIAGE_JOB, &worker, lease_ms, now_ms()).await {
+        match state.store.claim(kind, worker, lease_ms, now_ms()).await {
             Ok(Some(job)) => {
-                let id = job.payload["triage"].as_str().unwrap_or_default().to_string();
-                let revision = job.payload["revision"].as_i64().unwrap_or(1);
-                let renew = async {
-                    loop {
-                        tokio::time::sleep(state.config.job_lease / 3).await;
-                        let _ =
-                            state.store.extend_lease(job.id, &worker, now_ms() + lease_ms).await;
-                    }
-                };
-                let outcome = tokio::select! {
-                    outcome = run_one(&state, &id, revision) => outcome,
-                    () = renew => Ok(()),
-                };
-                match outcome {
+                let (id, attempt) = (job.id, job.attempts);
+                match handle(job).await {
                     Ok(()) => {
-                        let _ = state.store.complete(job.id, &worker).await;
+                        let _ = state.store.complete(id, worker).await;
                     }
                     Err(err) => {
-                        tracing::warn!(triage = %id, attempt = job.attempts, "triage failed: {err}");
-                        let retry = (job.attempts < ATTEMPTS)
-                            .then(|| now_ms() + 2_000 * (1 << job.attempts.min(8)));
-                        if retry.is_none() {
-                            let _ = state.store.finish_triage(&id, revision, Err(&err)).await;
-                        }
-                        let _ = state.store.fail(job.id, &worker, &err, retry).await;
+                        tracing::warn!(kind, attempt, "a job failed: {err}");
+                        let retry =
+                            (attempt < attempts).then(|| now_ms() + 2_000 * (1 << attempt.min(8)));
+                        let _ = state.store.fail(id, worker, &err, retry).await;
                     }
                 }
             }
@@ -68,11 +64,40 @@ pub async fn run(state: Arc<AppState>, n: usize, mut stop: watch::Receiver<bool>
                 }
             }
             Err(err) => {
-                tracing::error!("claiming a triage failed: {err}");
+                tracing::error!(kind, "claiming a job failed: {err}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
+}
+
+/// Claims and runs triages until `stop` turns true. While a triage runs its lease is
+/// renewed; one that fails for good is marked failed on its write-up too.
+pub async fn run(state: Arc<AppState>, n: usize, mut stop: watch::Receiver<bool>) {
+    let worker = format!("{}-{}-{n}", hostname(), std::process::id());
+    let (shared, me) = (&*state, worker.as_str());
+    claim_loop(shared, TRIAGE_JOB, me, ATTEMPTS, &mut stop, |job| async move {
+        let id = job.payload["triage"].as_str().unwrap_or_default().to_string();
+        let revision = job.payload["revision"].as_i64().unwrap_or(1);
+        let lease_ms = shared.config.job_lease.as_millis() as i64;
+        let renew = async {
+            loop {
+                tokio::time::sleep(shared.config.job_lease / 3).await;
+                let _ = shared.store.extend_lease(job.id, me, now_ms() + lease_ms).await;
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = run_one(shared, &id, revision) => outcome,
+            () = renew => Ok(()),
+        };
+        if let Err(err) = &outcome
+            && job.attempts >= ATTEMPTS
+        {
+            let _ = shared.store.finish_triage(&id, revision, Err(err)).await;
+        }
+        outcome
+    })
+    .await;
 }
 
 fn hostname() -> String {
@@ -176,18 +201,7 @@ async fn run_one(state: &AppState, id: &str, revision: i64) -> Result<(), String
     let current =
         state.store.finish_triage(id, revision, Ok(&value)).await.map_err(|err| err.to_string())?;
     if current {
-        let case = Case {
-            id: incident_id
-                .unwrap_or_else(|| format!("{}@{}", finding.device_id, finding.window_start)),
-            device_id: finding.device_id.clone(),
-            vendor: None,
-            model: None,
-            summary: result.narrative.lines().next().unwrap_or_default().to_string(),
-            techniques: finding.techniques.clone(),
-            verdict: None,
-            verdict_reason: None,
-            created_at_ms: now_ms(),
-        };
+        let case = Case::from_triage(incident_id.as_deref(), &finding, &result.narrative);
         cases::record_triage(&state.store, &case).await.map_err(|err| err.to_string())?;
         let docs = [case.doc()];
         if let Err(err) = state.knowledge.add(&docs).await {

@@ -4,6 +4,9 @@
 #![allow(dead_code, reason = "each test file uses the part it needs")]
 #![allow(clippy::unwrap_used, reason = "a test should stop at the first unexpected error")]
 
+pub mod fleet;
+pub mod model;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pivotwatch::store::{Backend, Store};
