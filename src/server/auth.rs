@@ -140,6 +140,8 @@ pub fn has_role(user: &User, roles: &[Role]) -> bool {
 }
 
 /// A token bucket per client, refilled continuously to `per_minute`.
+// TODO: the buckets live in this process, so N replicas behind a load balancer allow
+// N times the configured rate; a shared limit needs the database or a shared cache.
 pub struct RateLimiter {
     per_minute: f64,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
