@@ -400,6 +400,37 @@ async fn limits_health_readiness_and_metrics() {
         "pivotwatch_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"+Inf\"}"
     ));
     assert!(text.contains("pivotwatch_jobs{state=\"queued\"} 0"));
+
+    // The OpenAPI document lists the routes, their bearer security and body schemas.
+    let (status, doc) = server.call("GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    let mut paths: Vec<&str> =
+        doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/healthz",
+            "/readyz",
+            "/v1/audit",
+            "/v1/audit/verify",
+            "/v1/devices/{id}/profile",
+            "/v1/hunt",
+            "/v1/proposals",
+            "/v1/proposals/{id}/approve",
+            "/v1/proposals/{id}/reject",
+            "/v1/slack/commands",
+            "/v1/slack/events",
+            "/v1/slack/interactions",
+            "/v1/triage",
+            "/v1/triage/{id}",
+            "/v1/webhooks/xdr",
+        ]
+    );
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(doc["paths"]["/v1/hunt"]["post"]["security"][0]["bearer"], json!([]));
+    assert_eq!(doc["components"]["schemas"]["HuntBody"]["required"], json!(["question"]));
+    assert!(doc["paths"]["/v1/webhooks/xdr"]["post"]["responses"].get("401").is_some());
     let _ = server.stop.send(true);
 }
 

@@ -65,6 +65,46 @@ fn role_name(role: Role) -> &'static str {
 /// Every role reads.
 const READERS: [Role; 5] = [Role::Viewer, Role::Hunter, Role::Analyst, Role::Approver, Role::Admin];
 
+/// Every refusal and failure.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What was wrong, in words.
+    pub error: String,
+    /// The HTTP status again.
+    pub status: u16,
+}
+
+/// The OpenAPI document of the HTTP surface.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "pivotwatch", description = "Behavioural baselines, triage and approvals for IoT/OT fleets under Cortex XDR"),
+    paths(healthz, readyz, xdr_webhook, hunt, triage, get_triage, device_profile, proposals,
+          approve, reject, audit, audit_verify, super::slack::events, super::slack::commands,
+          super::slack::interactions),
+    components(schemas(HuntBody, TriageBody, Decision, ErrorBody)),
+    modifiers(&BearerScheme)
+)]
+pub struct ApiDoc;
+
+/// Declares the bearer token scheme the operations name.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// `GET /v1/openapi.json`.
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi())
+}
+
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|err| {
         ApiError::bad(format!(
@@ -75,12 +115,14 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     })
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is up")))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready when the database answers, the knowledge index holds documents, and the model
 /// endpoint (when one is configured) answers at all.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Database, knowledge index and model endpoint answer"), (status = 503, description = "Names what is not ready")))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let database = sqlx::query("SELECT 1").execute(state.store.pool()).await.map(|_| ());
     let knowledge = match state.knowledge.index().count().await {
@@ -140,6 +182,7 @@ fn text_or_number(value: Option<&Value>) -> Option<String> {
 /// `POST /v1/webhooks/xdr`: a signed case delivery. 202 once the job is stored; 200
 /// for a delivery already seen; 401 for a missing, forged or stale signature; 400 for a
 /// body that is not a case. Nothing is stored unless the delivery is accepted.
+#[utoipa::path(post, path = "/v1/webhooks/xdr", tag = "webhooks", request_body(content = Object, description = "The case as the Cortex XDR API returns it"), params(("X-Pivotwatch-Timestamp" = String, Header, description = "Unix seconds"), ("X-Pivotwatch-Signature" = String, Header, description = "v1=<hex HMAC-SHA256 of \"<timestamp>.<raw body>\">")), responses((status = 202, description = "Stored and queued (new or updated)"), (status = 200, description = "Already seen"), (status = 400, description = "Malformed body or unknown field", body = ErrorBody), (status = 401, description = "Missing, forged or stale signature", body = ErrorBody), (status = 413, description = "Body over the limit")))]
 pub async fn xdr_webhook(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -195,13 +238,15 @@ pub async fn xdr_webhook(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HuntBody {
+pub struct HuntBody {
+    /// The question in plain language.
     question: String,
 }
 
 /// `POST /v1/hunt` `{"question"}` (hunters, analysts).
+#[utoipa::path(post, path = "/v1/hunt", tag = "api", request_body = HuntBody, security(("bearer" = [])), responses((status = 200, description = "{question, xql, valid, rows, row_count, summary, follow_ups, planner}"), (status = 400, description = "Malformed body or unknown field", body = ErrorBody), (status = 401, description = "No bearer token, or one this server does not know", body = ErrorBody), (status = 403, description = "The caller lacks the role", body = ErrorBody)))]
 pub async fn hunt(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -222,16 +267,20 @@ pub async fn hunt(
     Ok(Json(serde_json::to_value(result).map_err(ApiError::internal)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TriageBody {
+pub struct TriageBody {
+    /// A Cortex XDR case id.
     #[serde(default)]
     incident_id: Option<String>,
+    /// Instead: one object of the detection output.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     finding: Option<crate::model::Finding>,
 }
 
 /// `POST /v1/triage` `{"incident_id"} | {"finding": {...}}` (analysts) → 202 `{"id"}`.
+#[utoipa::path(post, path = "/v1/triage", tag = "api", request_body = TriageBody, security(("bearer" = [])), responses((status = 202, description = "{id}: queued"), (status = 400, description = "Malformed body or unknown field", body = ErrorBody), (status = 401, description = "No bearer token, or one this server does not know", body = ErrorBody), (status = 403, description = "The caller lacks the role", body = ErrorBody)))]
 pub async fn triage(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -249,6 +298,7 @@ pub async fn triage(
 }
 
 /// `GET /v1/triage/{id}`.
+#[utoipa::path(get, path = "/v1/triage/{id}", tag = "api", params(("id" = String, Path, description = "The triage id")), security(("bearer" = [])), responses((status = 200, description = "The write-up and its state"), (status = 404, description = "No such triage", body = ErrorBody), (status = 401, description = "No bearer token, or one this server does not know", body = ErrorBody)))]
 pub async fn get_triage(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -262,6 +312,7 @@ pub async fn get_triage(
 }
 
 /// `GET /v1/devices/{id}/profile`: the inventory entry and model knowledge.
+#[utoipa::path(get, path = "/v1/devices/{id}/profile", tag = "api", params(("id" = String, Path, description = "IP address, asset name or id")), security(("bearer" = [])), responses((status = 200, description = "Inventory entry and model knowledge"), (status = 400, description = "Malformed body or unknown field", body = ErrorBody), (status = 401, description = "No bearer token, or one this server does not know", body = ErrorBody)))]
 pub async fn device_profile(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -292,6 +343,7 @@ const STATES: [ProposalState; 7] = [
 ];
 
 /// `GET /v1/proposals[?state=proposed]`.
+#[utoipa::path(get, path = "/v1/proposals", tag = "approvals", params(("state" = Option<String>, Query, description = "proposed, approved, rejected, expired, executing, succeeded or failed")), security(("bearer" = [])), responses((status = 200, description = "Proposals, newest first"), (status = 400, description = "Malformed body or unknown field", body = ErrorBody), (status = 401, description = "No bearer token, or one this server does not know", body = ErrorBody)))]
 pub async fn proposals(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -309,9 +361,10 @@ pub async fn proposals(
     Ok(Json(serde_json::to_value(list).map_err(ApiError::internal)?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Decision {
+pub struct Decision {
+    /// Why, for the audit trail.
     #[serde(default)]
     reason: Option<String>,
 }
@@ -348,6 +401,7 @@ async fn decide(
 }
 
 /// `POST /v1/proposals/{id}/approve` `{"reason"}`.
+#[utoipa::path(post, path = "/v1/proposals/{id}/approve", tag = "approvals", params(("id" = String, Path, description = "The proposal id")), request_body(content = Decision, description = "Optional reason"), security(("bearer" = [])), responses((status = 200, description = "The proposal after the decision"), (status = 403, description = "The policy does not let this person approve it", body = ErrorBody), (status = 404, description = "No such proposal", body = ErrorBody), (status = 409, description = "Already decided", body = ErrorBody), (status = 401, description = "No bearer token, or one this server does not know", body = ErrorBody)))]
 pub async fn approve(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -358,6 +412,7 @@ pub async fn approve(
 }
 
 /// `POST /v1/proposals/{id}/reject` `{"reason"}`.
+#[utoipa::path(post, path = "/v1/proposals/{id}/reject", tag = "approvals", params(("id" = String, Path, description = "The proposal id")), request_body(content = Decision, description = "Optional reason"), security(("bearer" = [])), responses((status = 200, description = "The proposal after the decision"), (status = 403, description = "The policy does not let this person decide it", body = ErrorBody), (status = 404, description = "No such proposal", body = ErrorBody), (status = 409, description = "Already decided", body = ErrorBody), (status = 401, description = "No bearer token, or one this server does not know", body = ErrorBody)))]
 pub async fn reject(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -374,6 +429,7 @@ pub struct AuditFilter {
 }
 
 /// `GET /v1/audit[?since_ms=]` (analysts, approvers, admins).
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(("since_ms" = Option<i64>, Query, description = "Records from this time on")), security(("bearer" = [])), responses((status = 200, description = "Audit records"), (status = 401, description = "No bearer token, or one this server does not know", body = ErrorBody), (status = 403, description = "The caller lacks the role", body = ErrorBody)))]
 pub async fn audit(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -387,6 +443,7 @@ pub async fn audit(
 }
 
 /// `GET /v1/audit/verify`: `{"ok", "records", "first_broken"}`.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("bearer" = [])), responses((status = 200, description = "{ok, records, first_broken}"), (status = 401, description = "No bearer token, or one this server does not know", body = ErrorBody), (status = 403, description = "The caller lacks the role", body = ErrorBody)))]
 pub async fn audit_verify(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -79,6 +79,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(metrics::render))
+        .route("/v1/openapi.json", get(api::openapi))
         .route("/v1/webhooks/xdr", post(api::xdr_webhook))
         .route("/v1/slack/events", post(slack::events))
         .route("/v1/slack/commands", post(slack::commands))

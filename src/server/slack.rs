@@ -54,6 +54,7 @@ fn form(body: &Bytes) -> std::collections::BTreeMap<String, String> {
 }
 
 /// `POST /v1/slack/events`.
+#[utoipa::path(post, path = "/v1/slack/events", tag = "slack", request_body(content = Object, description = "An Events API envelope"), params(("X-Slack-Request-Timestamp" = String, Header, description = "Unix seconds"), ("X-Slack-Signature" = String, Header, description = "v0=<hex HMAC-SHA256 of \"v0:<timestamp>:<raw body>\"> with the signing secret")), responses((status = 200, description = "Acknowledged (url_verification answers the challenge)"), (status = 400, description = "Unhandled envelope or event type", body = super::api::ErrorBody), (status = 401, description = "Missing, forged or stale signature", body = super::api::ErrorBody)))]
 pub async fn events(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -106,6 +107,7 @@ pub async fn events(
 /// `POST /v1/slack/commands`: `/pivotwatch hunt QUESTION`, `/pivotwatch triage CASE`,
 /// `/pivotwatch device ID`. Answers at once (ephemeral), then in the channel through
 /// the `response_url`.
+#[utoipa::path(post, path = "/v1/slack/commands", tag = "slack", request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "A slash command"), params(("X-Slack-Request-Timestamp" = String, Header, description = "Unix seconds"), ("X-Slack-Signature" = String, Header, description = "v0=<hex HMAC-SHA256 of \"v0:<timestamp>:<raw body>\"> with the signing secret")), responses((status = 200, description = "An ephemeral acknowledgement; the answer follows through response_url"), (status = 401, description = "Missing, forged or stale signature", body = super::api::ErrorBody)))]
 pub async fn commands(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -152,6 +154,7 @@ fn ephemeral(text: &str) -> Json<Value> {
 
 /// `POST /v1/slack/interactions`: approve / reject buttons (`block_actions` whose
 /// `action_id` is `approve` or `reject` and whose value is the proposal id).
+#[utoipa::path(post, path = "/v1/slack/interactions", tag = "slack", request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "payload=<block_actions JSON>"), params(("X-Slack-Request-Timestamp" = String, Header, description = "Unix seconds"), ("X-Slack-Signature" = String, Header, description = "v0=<hex HMAC-SHA256 of \"v0:<timestamp>:<raw body>\"> with the signing secret")), responses((status = 200, description = "Decided; the outcome follows through response_url"), (status = 400, description = "Unhandled interaction", body = super::api::ErrorBody), (status = 401, description = "Missing, forged or stale signature", body = super::api::ErrorBody)))]
 pub async fn interactions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
