@@ -113,6 +113,16 @@ impl Running {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A case comment proposed by the system, waiting for a decision.
+    async fn propose_comment(&self) -> pivotwatch::actions::Proposal {
+        let action = pivotwatch::actions::Action::XdrCaseComment {
+            incident_id: "1".into(),
+            comment: "c".into(),
+        };
+        let proposer = pivotwatch::audit::Actor::System;
+        self.state.gate.propose(action, &proposer, "test").await.unwrap().unwrap()
+    }
+
     async fn triages(&self) -> i64 {
         self.state.store.triage_counts().await.unwrap().iter().map(|(_, n)| n).sum()
     }
@@ -309,17 +319,7 @@ async fn every_refusal_is_401_or_403_with_a_json_body() {
     let (status, _) = server.call("GET", "/v1/triage/tr-nope", Some("viewer-token"), None).await;
     assert_eq!(status, 404);
 
-    let action = pivotwatch::actions::Action::XdrCaseComment {
-        incident_id: "1".into(),
-        comment: "c".into(),
-    };
-    let proposal = server
-        .state
-        .gate
-        .propose(action, &pivotwatch::audit::Actor::System, "test")
-        .await
-        .unwrap()
-        .unwrap();
+    let proposal = server.propose_comment().await;
     let path = format!("/v1/proposals/{}/approve", proposal.id);
     let (status, body) =
         server.call("POST", &path, Some("viewer-token"), Some(json!({"reason": "ok"}))).await;
@@ -608,17 +608,7 @@ async fn slack_events_commands_and_buttons() {
     assert!(body["text"].as_str().unwrap().contains("vera lacks the role"), "{body}");
 
     // The approve button, pressed by an approver mapped from their Slack id.
-    let action = pivotwatch::actions::Action::XdrCaseComment {
-        incident_id: "1".into(),
-        comment: "c".into(),
-    };
-    let proposal = server
-        .state
-        .gate
-        .propose(action, &pivotwatch::audit::Actor::System, "test")
-        .await
-        .unwrap()
-        .unwrap();
+    let proposal = server.propose_comment().await;
     let payload = json!({"type": "block_actions", "user": {"id": "U0ABE"},
         "response_url": format!("{}/hooks/actions/T0/2", slack_url.trim_end_matches("/api")),
         "actions": [{"action_id": "approve", "value": proposal.id, "type": "button"}]});

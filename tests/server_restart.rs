@@ -39,16 +39,7 @@ fn spawn(data: &std::path::Path, port: u16) -> Child {
         .env("PIVOTWATCH_SERVER_WORKERS", "2")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    for setting in [
-        "PIVOTWATCH_XDR_URL",
-        "PIVOTWATCH_DATABASE_URL",
-        "PIVOTWATCH_QDRANT_URL",
-        "PIVOTWATCH_EMBEDDINGS_URL",
-        "PIVOTWATCH_LLM_BASE_URL",
-        "PIVOTWATCH_CONFIG",
-    ] {
-        command.env_remove(setting);
-    }
+    common::embedded_defaults(&mut command);
     command.spawn().unwrap()
 }
 

@@ -129,6 +129,7 @@ pub trait Tool: Send + Sync {
 /// A tool with its type erased, so a registry can hold several.
 #[async_trait]
 pub trait DynTool: Send + Sync {
+    fn name(&self) -> &'static str;
     fn spec(&self) -> ToolSpec;
     /// Checks `arguments` (the model's JSON text) and runs the tool.
     async fn invoke(
@@ -140,6 +141,10 @@ pub trait DynTool: Send + Sync {
 
 #[async_trait]
 impl<T: Tool> DynTool for T {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+
     fn spec(&self) -> ToolSpec {
         let schema = serde_json::to_value(schemars::schema_for!(T::Args)).unwrap_or(Value::Null);
         ToolSpec {
@@ -203,7 +208,7 @@ impl Registry {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.specs().into_iter().map(|s| s.name).collect()
+        self.tools.iter().map(|t| t.name().to_string()).collect()
     }
 
     /// Runs the named tool, or says which tools exist.
@@ -213,7 +218,8 @@ impl Registry {
         name: &str,
         arguments: &str,
     ) -> Result<ToolOutput, ToolFailure> {
-        match self.tools.iter().find(|t| t.spec().name == name) {
+        // Found by name alone: a schema is only derived for the tool that runs.
+        match self.tools.iter().find(|t| t.name() == name) {
             Some(tool) => tool.invoke(ctx, arguments).await,
             None => Err(ToolFailure::Unknown(format!(
                 "`{name}` is not a tool here; the tools are {}",

@@ -255,7 +255,7 @@ async fn handle(state: &AppState, http: &reqwest::Client, job: &Value) -> Result
         .collect::<Vec<_>>()
         .join(" ");
     let (verb, argument) = match text.split_once(' ') {
-        Some(("triage" | "device", _)) => text.split_once(' ').unwrap_or_default(),
+        Some((verb @ ("triage" | "device"), argument)) => (verb, argument),
         _ => ("hunt", text.as_str()),
     };
     let needs: &[Role] = if verb == "hunt" {

@@ -80,19 +80,27 @@ pub fn pivotwatch(
     if let Some(dir) = data_dir {
         command.arg("--data-dir").arg(dir);
     }
-    for setting in [
-        "PIVOTWATCH_XDR_URL",
-        "PIVOTWATCH_DATABASE_URL",
-        "PIVOTWATCH_QDRANT_URL",
-        "PIVOTWATCH_EMBEDDINGS_URL",
-        "PIVOTWATCH_LLM_BASE_URL",
-    ] {
-        command.env_remove(setting);
-    }
+    embedded_defaults(&mut command);
     let out = command.output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
+}
+
+/// Removes every setting that would point `command` at a server (a tenant, a database,
+/// Qdrant, an embeddings endpoint, a model, a configuration file), so it runs on the
+/// embedded defaults whatever the test's environment holds.
+pub fn embedded_defaults(command: &mut std::process::Command) {
+    for setting in [
+        "PIVOTWATCH_XDR_URL",
+        "PIVOTWATCH_DATABASE_URL",
+        "PIVOTWATCH_QDRANT_URL",
+        "PIVOTWATCH_EMBEDDINGS_URL",
+        "PIVOTWATCH_LLM_BASE_URL",
+        "PIVOTWATCH_CONFIG",
+    ] {
+        command.env_remove(setting);
+    }
 }
