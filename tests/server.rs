@@ -222,31 +222,82 @@ async fn a_signed_case_is_triaged_once_and_updated_in_place() {
     assert_eq!(comments.len(), 1, "{proposals}");
     assert_eq!(comments[0]["action"]["params"]["incident_id"], id.as_str());
 
-    // The write-up reached the Slack channel, once per revision.
-    for _ in 0..100 {
-        if slack.lock().unwrap().len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let posted = slack.lock().unwrap().clone();
-    assert_eq!(posted.len(), 2, "{posted:?}");
+    // The write-up reached the Slack channel once, and the newer revision edited that
+    // message in place.
+    let posted = wait_for(&slack, "/api/chat.postMessage", 1).await;
+    let edits = wait_for(&slack, "/api/chat.update", 1).await;
+    assert_eq!(posted.len(), 1, "{posted:?}");
     assert_eq!(posted[0]["channel"], "C0SOC");
+    assert_eq!(
+        (edits[0]["channel"].as_str(), edits[0]["ts"].as_str()),
+        (Some("C0SOC"), Some("1733300000.000100"))
+    );
     let text = posted[0].to_string();
-    assert!(text.contains(&format!("case {id}")) && text.contains("What happened"), "{text}");
-    assert!(text.contains("Waiting for approval") && text.contains("E1"), "{text}");
+    assert!(text.contains(&format!("Case {id}")) && text.contains("What happened"), "{text}");
+    assert!(text.contains("criticality") || text.contains("Criticality"), "{text}");
     // The comment proposal can be decided from the message: one approve/reject pair.
     let comment_id = comments[0]["id"].as_str().unwrap();
-    let buttons: Vec<&Value> = posted[0]["blocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["type"] == "actions")
-        .flat_map(|b| b["elements"].as_array().unwrap())
-        .filter(|e| e["value"] == comment_id)
-        .collect();
-    let ids: Vec<&str> = buttons.iter().map(|b| b["action_id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["approve", "reject"], "{text}");
+    let buttons = |message: &Value| -> Vec<String> {
+        message["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["type"] == "actions")
+            .flat_map(|b| b["elements"].as_array().unwrap())
+            .filter(|e| e["value"] == comment_id)
+            .map(|e| e["action_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(buttons(&posted[0]), ["approve", "reject"], "{text}");
+
+    // A decision through the API edits the same message again: the buttons give way
+    // to who decided and when.
+    let (status, decided) = server
+        .call("POST", &format!("/v1/proposals/{comment_id}/approve"), Some("approver-token"), None)
+        .await;
+    assert_eq!(status, 200, "{decided}");
+    let edits = wait_for(&slack, "/api/chat.update", 2).await;
+    let last = edits.last().unwrap();
+    assert_eq!(last["ts"], "1733300000.000100");
+    assert!(buttons(last).is_empty(), "{last}");
+    assert!(last.to_string().contains("Approved by abe at 20"), "{last}");
+    let all = slack.lock().unwrap().clone();
+    let posts = all.iter().filter(|v| v["_path"] == "/api/chat.postMessage").count();
+    assert_eq!(posts, 1, "one message per case: {all:?}");
+
+    // An analyst's verdict on the case is recorded; a stranger's or a viewer's is not.
+    let verdict = json!({"case": id, "verdict": "true_positive", "reason": "pump talked to C2"});
+    let (status, _) =
+        server.call("POST", "/v1/verdicts", Some("viewer-token"), Some(verdict.clone())).await;
+    assert_eq!(status, 403);
+    let (status, error) = server
+        .call(
+            "POST",
+            "/v1/verdicts",
+            Some("analyst-token"),
+            Some(json!({"case": id, "verdict": "maybe"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{error}");
+    let (status, error) = server
+        .call(
+            "POST",
+            "/v1/verdicts",
+            Some("analyst-token"),
+            Some(json!({"case": "no-such-case", "verdict": "false_positive"})),
+        )
+        .await;
+    assert_eq!(status, 404, "{error}");
+    let (status, recorded) =
+        server.call("POST", "/v1/verdicts", Some("analyst-token"), Some(verdict)).await;
+    assert_eq!(status, 200, "{recorded}");
+    assert_eq!(
+        (recorded["verdict"].as_str(), recorded["by"].as_str()),
+        (Some("true_positive"), Some("ana"))
+    );
+    let cases = pivotwatch::knowledge::cases::all(&server.state.store).await.unwrap();
+    let case = cases.iter().find(|c| c.id == id).unwrap();
+    assert_eq!(case.verdict.map(|v| v.as_str()), Some("true_positive"));
     let _ = server.stop.send(true);
 }
 
@@ -422,8 +473,10 @@ async fn limits_health_readiness_and_metrics() {
             "/v1/slack/commands",
             "/v1/slack/events",
             "/v1/slack/interactions",
+            "/v1/teams/messages",
             "/v1/triage",
             "/v1/triage/{id}",
+            "/v1/verdicts",
             "/v1/webhooks/xdr",
         ]
     );

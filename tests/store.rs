@@ -32,7 +32,7 @@ async fn opening_twice_migrates_once() {
             .fetch_one(again.pool())
             .await
             .unwrap();
-        assert_eq!(n, 7, "{}", db.name());
+        assert_eq!(n, 8, "{}", db.name());
         drop_schema(&db).await;
     }
 }

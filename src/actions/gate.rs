@@ -623,6 +623,7 @@ impl Gate {
         if new_state == Some(State::Approved) {
             queue_execution(&mut tx, id, now).await?;
         }
+        crate::store::writeups::queue_refresh(&mut tx, id, now).await?;
         tx.commit().await?;
         audit::append(
             &self.store,
@@ -831,7 +832,7 @@ fn containment_notice(
             ("Why".into(), reason.to_string()),
             ("Standing approval by".into(), granted_by.to_string()),
         ],
-        decisions: Vec::new(),
+        ..Notice::default()
     }
 }
 

@@ -23,7 +23,9 @@ use async_trait::async_trait;
 pub use gate::{Approved, Gate, GateError, Outcome, Proposal, State};
 pub use http::Secret;
 pub use kinds::{Action, RiskClass};
-pub use notify::{Channel, Notice, SlackChannel, TeamsChannel, TeamsConfig, deliver_notices};
+pub use notify::{
+    Channel, Connector, Notice, SlackChannel, TeamsChannel, TeamsConfig, deliver_notices,
+};
 pub use panos::{PanosConfig, PanosCredentials, PanosExecutor};
 pub use policy::{Policy, Role, User, Users};
 pub use servicenow::{ServiceNowAuth, ServiceNowConfig, ServiceNowExecutor};

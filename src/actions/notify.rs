@@ -8,6 +8,7 @@
 //! first attempt tries every channel; a channel that fails gets a job of its own, so a
 //! retry never repeats a message that already went out on another channel.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use super::gate::Outcome;
 use super::http::{Answer, Secret, exchange, status_outcome};
 use super::settings::Lookup;
 use crate::audit::{self, Actor, Kind};
+use crate::store::writeups::DecisionTrail;
 use crate::store::{Store, StoreError};
 
 /// The job kind of a notice.
@@ -28,19 +30,42 @@ pub const NOTIFY_JOB: &str = "notify";
 const NOTICE_ATTEMPTS: i64 = 20;
 
 /// What people are told.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notice {
-    /// The proposal the notice is about.
+    /// The proposal (or write-up) the notice is about.
     pub proposal: String,
     pub title: String,
     pub text: String,
     /// Short label/value pairs shown beside the text.
     #[serde(default)]
     pub facts: Vec<(String, String)>,
-    /// Proposals a reader may decide on from the message, with a label each: Slack
-    /// shows an approve / reject pair per proposal (at most five).
+    /// Lines of evidence, shown as a list (at most five).
     #[serde(default)]
-    pub decisions: Vec<(String, String)>,
+    pub evidence: Vec<String>,
+    /// ATT&CK techniques as (label, address) pairs, shown as links.
+    #[serde(default)]
+    pub techniques: Vec<(String, String)>,
+    /// Proposals a reader may decide on from the message: an approve / reject pair
+    /// each (at most five), replaced by who decided and when once they have.
+    #[serde(default)]
+    pub decisions: Vec<Decision>,
+    /// A last line in small print (who wrote it).
+    #[serde(default)]
+    pub footer: Option<String>,
+}
+
+/// One proposal offered for a decision in a message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub proposal: String,
+    /// What the proposal would do, in a few words.
+    pub label: String,
+    /// Whether the buttons are still offered.
+    #[serde(default)]
+    pub open: bool,
+    /// What has been decided so far ("Approved by alice at ...").
+    #[serde(default)]
+    pub status: Option<String>,
 }
 
 /// Somewhere a notice can be posted.
@@ -49,11 +74,18 @@ pub trait Channel: Send + Sync {
     /// A stable name, used to retry this channel alone: `slack`, `teams`.
     fn name(&self) -> &str;
 
-    /// Posts the notice. `Succeeded` carries what identifies the message.
-    async fn send(&self, notice: &Notice) -> Outcome;
+    /// Posts the notice, or edits the message `posted` identifies (what an earlier
+    /// `Succeeded` carried). `Succeeded` carries what identifies the message.
+    async fn send(&self, notice: &Notice, posted: Option<&Value>) -> Outcome;
 }
 
 /// Sends due notices until none is ready. Returns how many jobs were handled.
+///
+/// A job carries either a notice (`{"notice"}`, posted once) or names a write-up
+/// (`{"write_up"}`): the write-up's current notice is read from the store, its
+/// decisions brought up to date, and each channel's message edited in place. Only the
+/// write-up's own job (`"post": true`) posts a message a channel does not have yet; a
+/// refresh after a decision edits what exists.
 pub async fn deliver_notices(
     store: &Store,
     channels: &[&dyn Channel],
@@ -64,13 +96,21 @@ pub async fn deliver_notices(
     let mut handled = 0;
     while let Some(job) = store.claim(NOTIFY_JOB, worker, lease_ms, crate::store::now_ms()).await? {
         handled += 1;
-        let notice: Notice = match serde_json::from_value(job.payload["notice"].clone()) {
-            Ok(notice) => notice,
-            Err(err) => {
-                store.fail(job.id, worker, &format!("not a notice: {err}"), None).await?;
+        let write_up = job.payload["write_up"].as_str().map(str::to_string);
+        let loaded = match &write_up {
+            Some(id) => load_write_up(store, id).await?,
+            None => serde_json::from_value::<Notice>(job.payload["notice"].clone())
+                .map(|notice| (notice, BTreeMap::new()))
+                .map_err(|err| format!("not a notice: {err}")),
+        };
+        let (notice, posted) = match loaded {
+            Ok(loaded) => loaded,
+            Err(why) => {
+                store.fail(job.id, worker, &why, None).await?;
                 continue;
             }
         };
+        let may_post = write_up.is_none() || job.payload["post"].as_bool() == Some(true);
         // A job names one channel when it retries that channel alone.
         let only = job.payload["channel"].as_str();
         let targets: Vec<&dyn Channel> =
@@ -88,18 +128,26 @@ pub async fn deliver_notices(
         }
         let mut again: Option<(String, Duration)> = None;
         for channel in targets {
-            let outcome = channel.send(&notice).await;
+            let existing = posted.get(channel.name());
+            if existing.is_none() && !may_post {
+                // Nothing to edit: the write-up's own job posts the current state.
+                continue;
+            }
+            let outcome = channel.send(&notice, existing).await;
             let (state, detail, retry) = match outcome {
                 Outcome::Succeeded(detail) => ("sent", detail, None),
                 Outcome::Retry(why) => ("retrying", json!({"error": why}), Some(Duration::ZERO)),
                 Outcome::Throttled(why, after) => ("retrying", json!({"error": why}), Some(after)),
                 Outcome::Failed(why) => ("failed", json!({"error": why}), None),
             };
+            if let (Some(id), "sent") = (&write_up, state) {
+                store.set_write_up_message(id, channel.name(), &detail).await?;
+            }
             record(
                 store,
                 &notice,
                 json!({"channel": channel.name(), "state": state, "attempt": job.attempts,
-                       "detail": detail}),
+                       "edited": existing.is_some(), "detail": detail}),
             )
             .await?;
             let Some(pause) = retry else { continue };
@@ -107,8 +155,16 @@ pub async fn deliver_notices(
                 again = Some((detail["error"].as_str().unwrap_or_default().to_string(), pause));
             } else {
                 // This channel alone is tried again, by a job of its own.
-                let payload = json!({"notice": notice, "channel": channel.name()});
-                let key = format!("notify:{}:{}", notice.proposal, channel.name());
+                let (payload, key) = match &write_up {
+                    Some(id) => (
+                        json!({"write_up": id, "post": may_post, "channel": channel.name()}),
+                        format!("notify:{id}:{}:{}", channel.name(), job.id),
+                    ),
+                    None => (
+                        json!({"notice": notice, "channel": channel.name()}),
+                        format!("notify:{}:{}", notice.proposal, channel.name()),
+                    ),
+                };
                 store.enqueue(NOTIFY_JOB, &payload, Some(&key), retry_at(1, pause)).await?;
             }
         }
@@ -124,6 +180,59 @@ pub async fn deliver_notices(
         };
     }
     Ok(handled)
+}
+
+/// A write-up's notice with its decisions as they stand now, and where it was posted.
+/// The outer error is the database's; the inner one says why the job cannot run.
+async fn load_write_up(
+    store: &Store,
+    id: &str,
+) -> Result<Result<(Notice, BTreeMap<String, Value>), String>, StoreError> {
+    let Some(value) = store.write_up(id).await? else {
+        return Ok(Err(format!("there is no write-up {id}")));
+    };
+    let mut notice: Notice = match serde_json::from_value(value) {
+        Ok(notice) => notice,
+        Err(err) => return Ok(Err(format!("write-up {id} is not a notice: {err}"))),
+    };
+    settle(store, &mut notice).await?;
+    Ok(Ok((notice, store.write_up_messages(id).await?)))
+}
+
+/// Brings each decision offered in `notice` up to date with the database.
+pub async fn settle(store: &Store, notice: &mut Notice) -> Result<(), StoreError> {
+    for decision in &mut notice.decisions {
+        match store.decision_trail(&decision.proposal).await? {
+            Some(trail) => (decision.open, decision.status) = describe(&trail),
+            None => {
+                decision.open = false;
+                decision.status = Some("This proposal no longer exists.".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a proposal still takes decisions, and what was decided on it so far.
+pub fn describe(trail: &DecisionTrail) -> (bool, Option<String>) {
+    let at = |ms: i64| crate::timefmt::rfc3339((ms / 1000) as f64);
+    let said: Vec<String> = trail
+        .decisions
+        .iter()
+        .map(|(who, what, when)| {
+            let verb = if what == "approve" { "Approved" } else { "Rejected" };
+            format!("{verb} by {who} at {}", at(*when))
+        })
+        .collect();
+    match trail.state.as_str() {
+        "proposed" if said.is_empty() => (true, None),
+        "proposed" => (true, Some(format!("{}; another approval is needed.", said.join("; ")))),
+        "expired" => {
+            (false, Some(format!("Expired at {} without a decision.", at(trail.expires_at_ms))))
+        }
+        "approved" | "rejected" => (false, Some(format!("{}.", said.join("; ")))),
+        state => (false, Some(format!("{}; now {state}.", said.join("; ")))),
+    }
 }
 
 /// When a notice is tried again: soon, since it is meant to be immediate (5 s doubling
@@ -201,53 +310,14 @@ impl SlackChannel {
     }
 
     fn message(&self, notice: &Notice) -> Value {
-        let mut blocks = vec![
-            json!({"type": "header", "text": {"type": "plain_text", "text": clip(&notice.title, 150)}}),
-            json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&notice.text, 3000)}}),
-        ];
-        if !notice.facts.is_empty() {
-            // A section holds at most ten fields.
-            let fields: Vec<Value> = notice
-                .facts
-                .iter()
-                .take(10)
-                .map(|(k, v)| json!({"type": "mrkdwn", "text": clip(&format!("*{k}*\n{v}"), 2000)}))
-                .collect();
-            blocks.push(json!({"type": "section", "fields": fields}));
-        }
-        for (proposal, label) in notice.decisions.iter().take(5) {
-            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
-                "text": clip(&format!("*Proposed:* {label} (`{proposal}`)"), 3000)}}));
-            blocks.push(
-                json!({"type": "actions", "block_id": format!("decide:{proposal}"), "elements": [
-                {"type": "button", "action_id": "approve", "value": proposal, "style": "primary",
-                 "text": {"type": "plain_text", "text": "Approve"}},
-                {"type": "button", "action_id": "reject", "value": proposal, "style": "danger",
-                 "text": {"type": "plain_text", "text": "Reject"}}]}),
-            );
-        }
-        blocks.push(json!({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": format!("proposal `{}`", notice.proposal)}]}));
-        json!({
-            "channel": self.channel,
-            // The fallback shown in notifications and by clients without blocks.
-            "text": clip(&format!("{}: {}", notice.title, notice.text), 3000),
-            "blocks": blocks,
-            "unfurl_links": false,
-        })
-    }
-}
-
-#[async_trait]
-impl Channel for SlackChannel {
-    fn name(&self) -> &str {
-        "slack"
+        let mut message = slack_message(notice);
+        message["channel"] = json!(self.channel);
+        message
     }
 
-    async fn send(&self, notice: &Notice) -> Outcome {
-        let url = format!("{}/chat.postMessage", self.api_url.trim_end_matches('/'));
-        let request =
-            self.http.post(url).bearer_auth(self.token.expose()).json(&self.message(notice));
+    async fn call(&self, method: &str, body: &Value) -> Outcome {
+        let url = format!("{}/{method}", self.api_url.trim_end_matches('/'));
+        let request = self.http.post(url).bearer_auth(self.token.expose()).json(body);
         let Answer { status, retry_after: pause, body, .. } = match exchange("Slack", request).await
         {
             Ok(answer) => answer,
@@ -269,6 +339,106 @@ impl Channel for SlackChannel {
     }
 }
 
+/// Slack's mrkdwn gives `&`, `<` and `>` meaning (`<!channel>`, `<url|text>`): text
+/// that comes from telemetry or a model is escaped so it can neither mention people
+/// nor plant links.
+fn mrkdwn(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// The Block Kit message for a notice: a header, the facts as fields, the text, the
+/// evidence as a list, the ATT&CK techniques as links, then per proposal an approve /
+/// reject pair, or who decided and when.
+pub fn slack_message(notice: &Notice) -> Value {
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": clip(&notice.title, 150)}}),
+    ];
+    if !notice.facts.is_empty() {
+        // A section holds at most ten fields.
+        let fields: Vec<Value> = notice
+            .facts
+            .iter()
+            .take(10)
+            .map(|(k, v)| {
+                json!({"type": "mrkdwn", "text": clip(&format!("*{}*\n{}", mrkdwn(k), mrkdwn(v)), 2000)})
+            })
+            .collect();
+        blocks.push(json!({"type": "section", "fields": fields}));
+    }
+    blocks.push(
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&mrkdwn(&notice.text), 3000)}}),
+    );
+    if !notice.evidence.is_empty() {
+        let lines: Vec<String> =
+            notice.evidence.iter().take(5).map(|line| format!("• {}", mrkdwn(line))).collect();
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
+            "text": clip(&format!("*Evidence*\n{}", lines.join("\n")), 3000)}}));
+    }
+    if !notice.techniques.is_empty() {
+        let links: Vec<String> = notice
+            .techniques
+            .iter()
+            .map(|(label, url)| format!("<{}|{}>", mrkdwn(url), mrkdwn(label)))
+            .collect();
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
+            "text": clip(&format!("*ATT&amp;CK for ICS:* {}", links.join(", ")), 3000)}}));
+    }
+    for decision in notice.decisions.iter().take(5) {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
+            "text": clip(&format!("*Proposed:* {} (`{}`)", mrkdwn(&decision.label),
+                                  mrkdwn(&decision.proposal)), 3000)}}));
+        if let Some(status) = &decision.status {
+            blocks.push(json!({"type": "context", "elements": [
+                {"type": "mrkdwn", "text": clip(&mrkdwn(status), 3000)}]}));
+        }
+        if decision.open {
+            blocks.push(json!({"type": "actions", "block_id": format!("decide:{}", decision.proposal),
+                "elements": [
+                {"type": "button", "action_id": "approve", "value": decision.proposal, "style": "primary",
+                 "text": {"type": "plain_text", "text": "Approve"}},
+                {"type": "button", "action_id": "reject", "value": decision.proposal, "style": "danger",
+                 "text": {"type": "plain_text", "text": "Reject"}}]}));
+        }
+    }
+    let footer = notice.footer.clone().unwrap_or_else(|| format!("proposal `{}`", notice.proposal));
+    blocks.push(
+        json!({"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn(&footer)}]}),
+    );
+    json!({
+        // The fallback shown in notifications and by clients without blocks.
+        "text": clip(&mrkdwn(&format!("{}: {}", notice.title, notice.text)), 3000),
+        "blocks": blocks,
+        "unfurl_links": false,
+    })
+}
+
+#[async_trait]
+impl Channel for SlackChannel {
+    fn name(&self) -> &str {
+        "slack"
+    }
+
+    async fn send(&self, notice: &Notice, posted: Option<&Value>) -> Outcome {
+        let mut message = self.message(notice);
+        if let Some((channel, ts)) =
+            posted.and_then(|p| Some((p["channel"].as_str()?, p["ts"].as_str()?)))
+        {
+            message["channel"] = json!(channel);
+            message["ts"] = json!(ts);
+            let outcome = self.call("chat.update", &message).await;
+            // A message deleted in Slack is posted again rather than lost.
+            match &outcome {
+                Outcome::Failed(why) if why.ends_with("message_not_found") => {
+                    message.as_object_mut().map(|m| m.remove("ts"));
+                    message["channel"] = json!(self.channel);
+                }
+                _ => return outcome,
+            }
+        }
+        self.call("chat.postMessage", &message).await
+    }
+}
+
 /// Where Bot Framework issues tokens for multi-tenant bots.
 pub const BOT_FRAMEWORK_TOKEN_URL: &str =
     "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token";
@@ -287,29 +457,35 @@ pub struct TeamsConfig {
     pub timeout: Duration,
 }
 
-/// Posts notices into one Teams conversation as the bot.
-pub struct TeamsChannel {
+/// The bot's side of the Bot Framework connector: a client-credentials token, kept
+/// until a minute before it expires, and activities sent with it. The same connector
+/// posts notices and answers people who write to the bot.
+pub struct Connector {
     http: reqwest::Client,
-    config: TeamsConfig,
+    app_id: String,
+    app_password: Secret,
+    token_url: String,
     token: tokio::sync::Mutex<Option<(Secret, Instant)>>,
 }
 
-impl TeamsChannel {
-    pub fn new(config: TeamsConfig) -> Result<TeamsChannel, String> {
-        for (name, url) in
-            [("teams.service_url", &config.service_url), ("teams.token_url", &config.token_url)]
-        {
-            reqwest::Url::parse(url).map_err(|err| format!("{name} {url:?}: {err}"))?;
-        }
-        Ok(TeamsChannel {
-            http: client(config.timeout, "teams")?,
-            config,
+impl Connector {
+    pub fn new(
+        app_id: String,
+        app_password: Secret,
+        token_url: String,
+        timeout: Duration,
+    ) -> Result<Connector, String> {
+        reqwest::Url::parse(&token_url)
+            .map_err(|err| format!("teams.token_url {token_url:?}: {err}"))?;
+        Ok(Connector {
+            http: client(timeout, "teams")?,
+            app_id,
+            app_password,
+            token_url,
             token: tokio::sync::Mutex::new(None),
         })
     }
 
-    /// A Bot Framework access token (client credentials), kept until a minute before
-    /// it expires.
     async fn access_token(&self) -> Result<Secret, Outcome> {
         let mut held = self.token.lock().await;
         if let Some((token, until)) = held.as_ref()
@@ -319,11 +495,11 @@ impl TeamsChannel {
         }
         let form = [
             ("grant_type", "client_credentials"),
-            ("client_id", self.config.app_id.as_str()),
-            ("client_secret", self.config.app_password.expose()),
+            ("client_id", self.app_id.as_str()),
+            ("client_secret", self.app_password.expose()),
             ("scope", "https://api.botframework.com/.default"),
         ];
-        let request = self.http.post(&self.config.token_url).form(&form);
+        let request = self.http.post(&self.token_url).form(&form);
         let Answer { status, retry_after: pause, body, .. } =
             exchange("Bot Framework login", request).await?;
         let Some(access) = body["access_token"].as_str().filter(|_| status == 200) else {
@@ -339,59 +515,35 @@ impl TeamsChannel {
         Ok(token)
     }
 
-    fn activity(notice: &Notice) -> Value {
-        let mut body = vec![
-            json!({"type": "TextBlock", "text": notice.title, "weight": "Bolder",
-                   "size": "Medium", "wrap": true}),
-            json!({"type": "TextBlock", "text": notice.text, "wrap": true}),
-        ];
-        if !notice.facts.is_empty() {
-            let facts: Vec<Value> =
-                notice.facts.iter().map(|(k, v)| json!({"title": k, "value": v})).collect();
-            body.push(json!({"type": "FactSet", "facts": facts}));
-        }
-        body.push(json!({"type": "TextBlock", "text": format!("proposal {}", notice.proposal),
-                         "isSubtle": true, "size": "Small"}));
-        json!({
-            "type": "message",
-            "summary": notice.title,
-            "attachments": [{
-                "contentType": "application/vnd.microsoft.card.adaptive",
-                "content": {
-                    "type": "AdaptiveCard",
-                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                    "version": "1.5",
-                    "body": body,
-                },
-            }],
-        })
-    }
-}
-
-#[async_trait]
-impl Channel for TeamsChannel {
-    fn name(&self) -> &str {
-        "teams"
-    }
-
-    async fn send(&self, notice: &Notice) -> Outcome {
+    /// Sends `activity` to `{service_url}/v3/conversations/{conversation}/activities`
+    /// plus `path` (empty to post, `/{id}` to reply to or, with PUT, replace an
+    /// activity). `Succeeded` carries the conversation and the activity id.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        service_url: &str,
+        conversation: &str,
+        path: &str,
+        activity: &Value,
+    ) -> Outcome {
         let token = match self.access_token().await {
             Ok(token) => token,
             Err(outcome) => return outcome,
         };
         let url = format!(
-            "{}/v3/conversations/{}/activities",
-            self.config.service_url.trim_end_matches('/'),
-            self.config.conversation
+            "{}/v3/conversations/{conversation}/activities{path}",
+            service_url.trim_end_matches('/')
         );
-        let request = self.http.post(url).bearer_auth(token.expose()).json(&Self::activity(notice));
+        let request = self.http.request(method, url).bearer_auth(token.expose()).json(activity);
         let Answer { status, retry_after: pause, body, .. } = match exchange("Teams", request).await
         {
             Ok(answer) => answer,
             Err(outcome) => return outcome,
         };
         if (200..300).contains(&status) {
-            return Outcome::Succeeded(json!({"activity": body["id"]}));
+            return Outcome::Succeeded(
+                json!({"conversation": conversation, "activity": body["id"]}),
+            );
         }
         if status == 401 {
             // The token was refused before its time: ask for a new one next attempt.
@@ -400,6 +552,136 @@ impl Channel for TeamsChannel {
         }
         let message = body["error"]["message"].as_str().unwrap_or("no error message");
         status_outcome("Teams", status, pause, message)
+    }
+}
+
+/// A Bot Framework message activity carrying one Adaptive Card.
+pub fn card_activity(summary: &str, card: Value) -> Value {
+    json!({
+        "type": "message",
+        "summary": summary,
+        "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "content": card}],
+    })
+}
+
+/// Posts notices into one Teams conversation as the bot.
+pub struct TeamsChannel {
+    connector: Connector,
+    service_url: String,
+    conversation: String,
+}
+
+impl TeamsChannel {
+    pub fn new(config: TeamsConfig) -> Result<TeamsChannel, String> {
+        reqwest::Url::parse(&config.service_url)
+            .map_err(|err| format!("teams.service_url {:?}: {err}", config.service_url))?;
+        Ok(TeamsChannel {
+            connector: Connector::new(
+                config.app_id,
+                config.app_password,
+                config.token_url,
+                config.timeout,
+            )?,
+            service_url: config.service_url,
+            conversation: config.conversation,
+        })
+    }
+}
+
+/// Text for an Adaptive Card `TextBlock`, whose markdown would otherwise turn planted
+/// `[text](address)` into a link with hidden text: the pair is broken apart.
+fn card_text(text: &str) -> String {
+    text.replace("](", "] (")
+}
+
+/// The Adaptive Card for a notice, laid out like the Slack message. Open decisions
+/// are `Action.Execute` buttons (with an `Action.Submit` fallback for older clients)
+/// whose data names the proposal.
+pub fn teams_card(notice: &Notice) -> Value {
+    let mut body = vec![json!({"type": "TextBlock", "text": card_text(&notice.title),
+                               "weight": "Bolder", "size": "Medium", "wrap": true})];
+    if !notice.facts.is_empty() {
+        let facts: Vec<Value> = notice
+            .facts
+            .iter()
+            .map(|(k, v)| json!({"title": card_text(k), "value": card_text(v)}))
+            .collect();
+        body.push(json!({"type": "FactSet", "facts": facts}));
+    }
+    body.push(json!({"type": "TextBlock", "text": card_text(&notice.text), "wrap": true}));
+    if !notice.evidence.is_empty() {
+        let lines: Vec<String> =
+            notice.evidence.iter().take(5).map(|line| format!("- {}", card_text(line))).collect();
+        body.push(
+            json!({"type": "TextBlock", "text": format!("**Evidence**\n\n{}", lines.join("\n")),
+                         "wrap": true}),
+        );
+    }
+    if !notice.techniques.is_empty() {
+        let links: Vec<String> = notice
+            .techniques
+            .iter()
+            .map(|(label, url)| format!("[{}]({url})", card_text(label)))
+            .collect();
+        body.push(
+            json!({"type": "TextBlock", "text": format!("**ATT&CK for ICS:** {}", links.join(", ")),
+                         "wrap": true}),
+        );
+    }
+    for decision in notice.decisions.iter().take(5) {
+        body.push(json!({"type": "TextBlock", "wrap": true, "separator": true,
+            "text": format!("**Proposed:** {} ({})", card_text(&decision.label), decision.proposal)}));
+        if let Some(status) = &decision.status {
+            body.push(json!({"type": "TextBlock", "text": card_text(status), "isSubtle": true, "wrap": true}));
+        }
+        if decision.open {
+            let button = |verb: &str, title: &str| {
+                json!({"type": "Action.Execute", "title": title, "verb": verb,
+                       "data": {"actionId": decision.proposal},
+                       "fallback": {"type": "Action.Submit", "title": title,
+                                    "data": {"decision": verb, "actionId": decision.proposal}}})
+            };
+            body.push(json!({"type": "ActionSet",
+                             "actions": [button("approve", "Approve"), button("reject", "Reject")]}));
+        }
+    }
+    let footer = notice.footer.clone().unwrap_or_else(|| format!("proposal {}", notice.proposal));
+    body.push(
+        json!({"type": "TextBlock", "text": card_text(&footer), "isSubtle": true, "size": "Small",
+                     "wrap": true}),
+    );
+    json!({
+        "type": "AdaptiveCard",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": "1.5",
+        "body": body,
+    })
+}
+
+#[async_trait]
+impl Channel for TeamsChannel {
+    fn name(&self) -> &str {
+        "teams"
+    }
+
+    async fn send(&self, notice: &Notice, posted: Option<&Value>) -> Outcome {
+        let mut activity = card_activity(&notice.title, teams_card(notice));
+        let (url, conversation) = (self.service_url.as_str(), self.conversation.as_str());
+        if let Some(id) = posted.and_then(|p| p["activity"].as_str()) {
+            activity["id"] = json!(id);
+            let outcome = self
+                .connector
+                .send(reqwest::Method::PUT, url, conversation, &format!("/{id}"), &activity)
+                .await;
+            // A message deleted in Teams is posted again rather than lost.
+            match &outcome {
+                Outcome::Failed(why) if why.contains("HTTP 404") => {
+                    activity.as_object_mut().map(|a| a.remove("id"));
+                }
+                _ => return outcome,
+            }
+        }
+        self.connector.send(reqwest::Method::POST, url, conversation, "", &activity).await
     }
 }
 

@@ -12,4 +12,4 @@ pub mod tools;
 pub mod triage;
 
 pub use hunt::{FollowUp, HuntResult, hunt, hunt_offline};
-pub use triage::{TriageOptions, TriageResult, triage, triage_offline};
+pub use triage::{DeviceFacts, TriageOptions, TriageResult, triage, triage_offline};

@@ -48,6 +48,9 @@ pub struct Suggestion {
 pub struct TriageResult {
     pub device_id: String,
     pub ip: String,
+    /// The device's inventory facts.
+    #[serde(default)]
+    pub device: DeviceFacts,
     pub risk: f64,
     pub severity: Severity,
     pub narrative: String,
@@ -82,6 +85,20 @@ pub struct TriageResult {
     /// Evidence dropped from the model's context to fit the token budget.
     #[serde(default)]
     pub dropped_evidence: Vec<String>,
+}
+
+/// The device a triage is about, as the inventory describes it (empty strings where
+/// the inventory says nothing).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceFacts {
+    pub id: String,
+    pub ip: String,
+    pub name: String,
+    pub kind: String,
+    pub vendor: String,
+    pub model: String,
+    pub segment: String,
+    pub criticality: String,
 }
 
 /// The inventory facts the narrative uses.
@@ -346,6 +363,16 @@ pub async fn triage_offline(
     let unsupported = unsupported_in(&narrative, &evidence);
 
     TriageResult {
+        device: DeviceFacts {
+            id: finding.device_id.clone(),
+            ip: ip.clone(),
+            name: profile.name,
+            kind: profile.kind,
+            vendor: profile.vendor,
+            model: profile.model,
+            segment: profile.segment,
+            criticality: profile.criticality,
+        },
         device_id: finding.device_id.clone(),
         ip,
         risk: finding.risk,
@@ -552,7 +579,13 @@ pub async fn triage(
         });
     }
     let Some(llm) = options.llm else {
-        propose_suggestions(&mut offline, options.gate, &options.proposer).await;
+        propose_suggestions(
+            &mut offline,
+            options.gate,
+            &options.proposer,
+            options.incident_id.as_deref(),
+        )
+        .await;
         return offline;
     };
     let mut ctx = ToolContext::new(xdr);
@@ -604,7 +637,13 @@ pub async fn triage(
         let made: BTreeSet<String> = proposed.iter().map(|p| p.kind.clone()).collect();
         let mut rest = offline.clone();
         rest.suggestions.retain(|s| !made.contains(&s.kind));
-        propose_suggestions(&mut rest, options.gate, &options.proposer).await;
+        propose_suggestions(
+            &mut rest,
+            options.gate,
+            &options.proposer,
+            options.incident_id.as_deref(),
+        )
+        .await;
         result.suggestions.extend(rest.suggestions);
         result.proposals.extend(rest.proposals);
         return result;
@@ -698,8 +737,16 @@ fn request(finding: &Finding, offline: &TriageResult, permits: &Permits, nonce: 
     text
 }
 
-/// Records the offline planner's suggestions as proposals, when there is a gate.
-async fn propose_suggestions(result: &mut TriageResult, gate: Option<&Gate>, proposer: &Actor) {
+/// Records the offline planner's suggestions as proposals, when there is a gate. For
+/// a Cortex XDR case each kind of action on each device is proposed once, however
+/// often the case is triaged again as it changes: a later triage finds the first
+/// proposal rather than adding a second.
+async fn propose_suggestions(
+    result: &mut TriageResult,
+    gate: Option<&Gate>,
+    proposer: &Actor,
+    incident_id: Option<&str>,
+) {
     let Some(gate) = gate else { return };
     for suggestion in &result.suggestions {
         let action = match Action::from_parts(&suggestion.kind, suggestion.params.clone()) {
@@ -712,7 +759,14 @@ async fn propose_suggestions(result: &mut TriageResult, gate: Option<&Gate>, pro
                 continue;
             }
         };
-        match gate.propose(action, proposer, &suggestion.reason).await {
+        let key = incident_id.map(|case| {
+            format!("case:{case}:{}:{}", action.kind(), action.subject().unwrap_or(""))
+        });
+        let proposed = match &key {
+            Some(key) => gate.propose_once(action, proposer, &suggestion.reason, key).await,
+            None => gate.propose(action, proposer, &suggestion.reason).await,
+        };
+        match proposed {
             Ok(Some(proposal)) => result.proposals.push(proposal.id),
             Ok(None) => {}
             Err(err) => tracing::error!("a {} could not be proposed: {err}", suggestion.kind),

@@ -80,8 +80,8 @@ pub struct ErrorBody {
     info(title = "pivotwatch", description = "Behavioural baselines, triage and approvals for IoT/OT fleets under Cortex XDR"),
     paths(healthz, readyz, xdr_webhook, hunt, triage, get_triage, device_profile, proposals,
           approve, reject, audit, audit_verify, super::slack::events, super::slack::commands,
-          super::slack::interactions),
-    components(schemas(HuntBody, TriageBody, Decision, ErrorBody)),
+          super::slack::interactions, super::teams::messages, verdict),
+    components(schemas(HuntBody, TriageBody, Decision, VerdictBody, ErrorBody)),
     modifiers(&BearerScheme)
 )]
 pub struct ApiDoc;
@@ -451,4 +451,51 @@ pub async fn audit_verify(
     caller(&state, &headers, &[Role::Analyst, Role::Approver])?;
     let verification = crate::audit::verify(&state.store).await.map_err(ApiError::internal)?;
     Ok(Json(serde_json::to_value(verification).map_err(ApiError::internal)?))
+}
+
+/// An analyst's verdict on a triaged case.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictBody {
+    /// The case id (the Cortex XDR incident id, or the id `GET /v1/triage/{id}` shows).
+    pub case: String,
+    /// `true_positive`, `false_positive` or `benign_change`.
+    pub verdict: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/verdicts` (analysts): records the verdict, audited, and feeds it to the
+/// past-cases knowledge that later triages search.
+#[utoipa::path(post, path = "/v1/verdicts", tag = "cases", request_body = VerdictBody, security(("bearer" = [])), responses((status = 200, description = "Recorded"), (status = 400, description = "Malformed body or unknown verdict", body = ErrorBody), (status = 401, description = "No bearer token, or one this server does not know", body = ErrorBody), (status = 403, description = "The caller is not an analyst", body = ErrorBody), (status = 404, description = "No such case", body = ErrorBody)))]
+pub async fn verdict(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    use crate::knowledge::cases::{self, Verdict};
+    let user = caller(&state, &headers, &[Role::Analyst, Role::Admin])?;
+    let request: VerdictBody = parse(&body)?;
+    let verdict = Verdict::parse(&request.verdict).map_err(ApiError::bad)?;
+    let Some(mut case) = cases::all(&state.store)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .find(|c| c.id == request.case)
+    else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no case {} was triaged", request.case),
+        ));
+    };
+    let reason = request.reason.unwrap_or_else(|| "recorded through the API".into());
+    cases::record_verdict(&state.store, &case.id, verdict, &user.name, &reason)
+        .await
+        .map_err(ApiError::internal)?;
+    case.verdict = Some(verdict);
+    case.verdict_reason = Some(reason);
+    if let Err(err) = state.knowledge.add(&[case.doc()]).await {
+        tracing::warn!("the verdict could not be indexed: {err}");
+    }
+    Ok(Json(json!({"case": case.id, "verdict": verdict.as_str(), "by": user.name})))
 }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod slack;
+pub mod teams;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub limiter: auth::RateLimiter,
     /// Where write-ups and containment notices are posted (`slack.*`, `teams.*`).
     pub channels: Vec<Box<dyn crate::actions::Channel>>,
+    /// The Teams bot (`teams.app_id`), when configured.
+    pub teams: Option<teams::Teams>,
 }
 
 /// A refusal or failure, always as `{"error": "..."}` with its status.
@@ -84,6 +87,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/slack/events", post(slack::events))
         .route("/v1/slack/commands", post(slack::commands))
         .route("/v1/slack/interactions", post(slack::interactions))
+        .route("/v1/teams/messages", post(teams::messages))
         .route("/v1/hunt", post(api::hunt))
         .route("/v1/triage", post(api::triage))
         .route("/v1/triage/{id}", get(api::get_triage))
@@ -91,6 +95,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/proposals", get(api::proposals))
         .route("/v1/proposals/{id}/approve", post(api::approve))
         .route("/v1/proposals/{id}/reject", post(api::reject))
+        .route("/v1/verdicts", post(api::verdict))
         .route("/v1/audit", get(api::audit))
         .route("/v1/audit/verify", get(api::audit_verify))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
@@ -190,6 +195,11 @@ pub async fn serve(
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move { slack::worker(state, stop).await }));
     }
+    if state.teams.is_some() {
+        let state = Arc::clone(&state);
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move { teams::worker(state, stop).await }));
+    }
     if !state.config.poll_interval.is_zero() {
         let state = Arc::clone(&state);
         let stop = shutdown.clone();
@@ -254,8 +264,10 @@ pub async fn build_state(config: ServerConfig, raw: &RawSettings) -> anyhow::Res
     let limiter = auth::RateLimiter::new(config.rate_limit_per_minute);
     let channels = crate::actions::notify::channels(&get, std::time::Duration::from_secs(30))
         .map_err(anyhow::Error::msg)?;
+    let teams = teams::from_settings(&get).map_err(anyhow::Error::msg)?;
     Ok(Arc::new(AppState {
         channels,
+        teams,
         llm_base_url: raw.get("llm.base_url"),
         config,
         store,

@@ -209,7 +209,7 @@ pub async fn interactions(
         }
     };
     if let Some(url) = response_url {
-        let job = json!({"respond": url, "message": {"replace_original": false, "text": text}});
+        let job = json!({"respond": url, "message": {"replace_original": false, "response_type": "ephemeral", "text": text}});
         state.store.enqueue(SLACK_JOB, &job, None, now_ms()).await.map_err(ApiError::internal)?;
     }
     Ok(Json(json!({"ok": true})))
@@ -271,8 +271,8 @@ async fn handle(state: &AppState, http: &reqwest::Client, job: &Value) -> Result
     reply(state, http, event, &answer).await
 }
 
-/// What pivotwatch says to a command.
-async fn answer(state: &AppState, verb: &str, argument: &str) -> String {
+/// What pivotwatch says to a command (Slack and Teams alike).
+pub(crate) async fn answer(state: &AppState, verb: &str, argument: &str) -> String {
     match verb {
         "hunt" => {
             let result =

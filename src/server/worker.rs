@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::AppState;
+use crate::actions::notify::Decision;
 use crate::actions::notify::NOTIFY_JOB;
 use crate::actions::{Action, Notice};
 use crate::agent::TriageResult;
@@ -142,9 +143,9 @@ async fn run_one(state: &AppState, id: &str, revision: i64) -> Result<(), String
     state.metrics.triages_run.fetch_add(1, Ordering::Relaxed);
     state.metrics.input_tokens.fetch_add(result.tokens.0, Ordering::Relaxed);
     state.metrics.output_tokens.fetch_add(result.tokens.1, Ordering::Relaxed);
-    // The case comment, proposed once per case: an update refreshes the write-up here,
-    // it does not post a second comment.
-    if let (Some(incident), 1) = (&incident_id, revision) {
+    // The case comment, proposed once per case: a later revision finds the first
+    // proposal (and shows it in the write-up) rather than adding a second.
+    if let Some(incident) = &incident_id {
         let comment = format!(
             "pivotwatch triage ({} planner): {}",
             result.planner,
@@ -157,42 +158,48 @@ async fn run_one(state: &AppState, id: &str, revision: i64) -> Result<(), String
             .propose_once(action, &proposer, "post the triage write-up on the case", &key)
             .await
         {
-            Ok(Some(proposal)) => result.proposals.push(proposal.id),
-            Ok(None) => {}
+            Ok(Some(proposal)) if !result.proposals.contains(&proposal.id) => {
+                result.proposals.push(proposal.id)
+            }
+            Ok(_) => {}
             Err(err) => return Err(format!("proposing the case comment: {err}")),
         }
     }
     let value = serde_json::to_value(&result).map_err(|err| err.to_string())?;
-    // TODO: a newer revision posts a new message; it should update the first one in
-    // place (Slack chat.update with the stored ts, a Teams activity update).
-    // The write-up for the chat channels, once per revision, queued before the result
-    // is stored so a crash in between posts it on the re-run rather than never.
-    let mut notice = Notice {
-        proposal: result.proposals.last().cloned().unwrap_or_else(|| id.to_string()),
-        title: format!(
-            "pivotwatch triage{}: {} ({}), risk {:.0} {}",
-            incident_id.as_deref().map(|i| format!(" of case {i}")).unwrap_or_default(),
-            finding.device_id,
-            finding.ip,
-            result.risk,
-            result.severity.as_str()
-        ),
-        text: first_sentences(&result.narrative, 5),
-        facts: write_up_facts(&result),
-        decisions: Vec::new(),
+    // The write-up for the chat channels: stored, then queued once per revision (before
+    // the result is stored, so a crash in between posts it on the re-run rather than
+    // never). The first revision posts it; later ones, and decisions on its
+    // proposals, edit the same messages.
+    let mut notice = write_up(incident_id.as_deref(), &result);
+    // Proposals an earlier revision offered stay offered (or show their decision).
+    let mut offered: Vec<String> = match state.store.write_up(id).await {
+        Ok(Some(earlier)) => serde_json::from_value::<Notice>(earlier)
+            .map(|n| n.decisions.into_iter().map(|d| d.proposal).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
     };
-    for proposal in result.proposals.iter().take(5) {
-        if let Ok(p) = state.gate.get(proposal).await
-            && p.state.as_str() == "proposed"
-        {
-            notice.decisions.push((proposal.clone(), p.action.kind().replace('_', " ")));
+    for proposal in &result.proposals {
+        if !offered.contains(proposal) {
+            offered.push(proposal.clone());
         }
     }
+    for proposal in offered.iter().take(5) {
+        if let Ok(p) = state.gate.get(proposal).await {
+            notice.decisions.push(Decision {
+                proposal: proposal.clone(),
+                label: p.action.kind().replace('_', " "),
+                ..Decision::default()
+            });
+        }
+    }
+    let offered: Vec<String> = notice.decisions.iter().map(|d| d.proposal.clone()).collect();
+    let notice = serde_json::to_value(&notice).map_err(|err| err.to_string())?;
+    state.store.save_write_up(id, &notice, &offered).await.map_err(|err| err.to_string())?;
     state
         .store
         .enqueue(
             NOTIFY_JOB,
-            &json!({"notice": notice}),
+            &json!({"write_up": id, "post": true}),
             Some(&format!("write-up:{id}:{revision}")),
             now_ms(),
         )
@@ -211,28 +218,82 @@ async fn run_one(state: &AppState, id: &str, revision: i64) -> Result<(), String
     Ok(())
 }
 
-/// The lines beside a write-up: the ATT&CK techniques, up to five pieces of evidence,
-/// the proposals waiting for approval, and who wrote it.
-fn write_up_facts(result: &TriageResult) -> Vec<(String, String)> {
-    let mut facts = Vec::new();
-    if !result.techniques.is_empty() {
-        let listed: Vec<String> =
-            result.techniques.iter().map(|t| format!("{} {}", t.id, t.name)).collect();
-        facts.push(("ATT&CK for ICS".to_string(), listed.join("; ")));
+/// The chat message for a triage: the device and its criticality, the risk and
+/// severity, at most five sentences of narrative, up to five evidence lines, the
+/// ATT&CK techniques linked, and who wrote it. The decisions are added by the caller.
+pub fn write_up(incident_id: Option<&str>, result: &TriageResult) -> Notice {
+    let device = &result.device;
+    let name = if device.name.is_empty() { &result.device_id } else { &device.name };
+    let what = [&device.vendor, &device.model, &device.kind]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut facts = vec![
+        (
+            "Device".to_string(),
+            if what.is_empty() {
+                format!("{name} ({})", result.ip)
+            } else {
+                format!("{name} ({}), {what}", result.ip)
+            },
+        ),
+        (
+            "Criticality".to_string(),
+            if device.criticality.is_empty() {
+                "not in the inventory".to_string()
+            } else {
+                device.criticality.clone()
+            },
+        ),
+        ("Risk".to_string(), format!("{:.0} / 100", result.risk)),
+        ("Severity".to_string(), result.severity.as_str().to_string()),
+    ];
+    if !device.segment.is_empty() {
+        facts.push(("Segment".to_string(), device.segment.clone()));
     }
-    for item in result.evidence.iter().take(5) {
-        facts.push((item.id.clone(), item.summary.chars().take(200).collect()));
-    }
-    if !result.proposals.is_empty() {
-        facts.push(("Waiting for approval".to_string(), result.proposals.join(", ")));
+    if let Some(case) = incident_id {
+        facts.push(("Case".to_string(), case.to_string()));
     }
     let by = match (&result.model, &result.fallback) {
-        (Some(model), None) => model.clone(),
-        (_, Some(why)) => format!("offline planner ({why})"),
-        (None, None) => "offline planner".to_string(),
+        (Some(model), None) => format!("written by {model}"),
+        (_, Some(why)) => format!("written by the offline planner ({why})"),
+        (None, None) => "written by the offline planner".to_string(),
     };
-    facts.push(("Written by".to_string(), by));
-    facts
+    Notice {
+        proposal: result.proposals.first().cloned().unwrap_or_default(),
+        title: format!(
+            "{}{name}: risk {:.0}, {}",
+            incident_id.map(|i| format!("Case {i}, ")).unwrap_or_default(),
+            result.risk,
+            result.severity.as_str()
+        ),
+        text: first_sentences(&result.narrative, 5),
+        facts,
+        evidence: result
+            .evidence
+            .iter()
+            .take(5)
+            .map(|item| format!("{}: {}", item.id, clip_line(&item.summary, 200)))
+            .collect(),
+        techniques: result
+            .techniques
+            .iter()
+            .map(|t| (format!("{} {}", t.id, t.name), t.url.clone()))
+            .collect(),
+        decisions: Vec::new(),
+        footer: Some(by),
+    }
+}
+
+fn clip_line(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// Posts queued notices (write-ups, containment notices) to the configured channels

@@ -11,6 +11,7 @@
 
 mod jobs;
 pub mod triages;
+pub mod writeups;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -207,7 +208,25 @@ const TRIAGES: [&str; 2] = [
     "CREATE INDEX triages_state ON triages (state)",
 ];
 
-const MIGRATIONS: [Migration; 7] = [
+/// Chat messages that show a write-up, kept up to date in place.
+const WRITE_UPS: [&str; 3] = [
+    "CREATE TABLE write_ups (
+        id TEXT PRIMARY KEY,
+        notice TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE write_up_proposals (
+        proposal_id TEXT NOT NULL,
+        write_up TEXT NOT NULL,
+        PRIMARY KEY (proposal_id, write_up))",
+    "CREATE TABLE write_up_messages (
+        write_up TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        reference TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (write_up, channel))",
+];
+
+const MIGRATIONS: [Migration; 8] = [
     Migration { version: 1, sqlite: &TABLES, postgres: &TABLES },
     Migration { version: 2, sqlite: &SQLITE_V1, postgres: &POSTGRES_V1 },
     Migration { version: 3, sqlite: &[JOBS_INDEX], postgres: &[JOBS_INDEX] },
@@ -215,6 +234,7 @@ const MIGRATIONS: [Migration; 7] = [
     Migration { version: 5, sqlite: &JOBS_BY_KIND, postgres: &JOBS_BY_KIND },
     Migration { version: 6, sqlite: &CASES, postgres: &CASES },
     Migration { version: 7, sqlite: &TRIAGES, postgres: &TRIAGES },
+    Migration { version: 8, sqlite: &WRITE_UPS, postgres: &WRITE_UPS },
 ];
 
 /// The advisory lock key that serialises migrations across replicas ("pw-migr").
