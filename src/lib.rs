@@ -26,6 +26,7 @@ pub mod model;
 pub mod pipeline;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod timefmt;
 pub mod xdr;
 pub mod xql;

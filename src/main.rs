@@ -2,12 +2,28 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pivotwatch::cli::{self, Cli};
-use tracing_subscriber::EnvFilter;
+use pivotwatch::server::RawSettings;
+use pivotwatch::telemetry::{self, OtlpSettings};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // The file is read again, and its mistakes reported, by the command itself.
+    let raw = RawSettings::load(cli.config_file()).unwrap_or_default();
+    let otlp = match OtlpSettings::from_settings(&|setting: &str| raw.get(setting)) {
+        Ok(otlp) => otlp,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    // Flushes the spans still queued when it goes out of scope, after the command.
+    let _telemetry = match telemetry::init(&cli.log, otlp.as_ref()) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
 
     match cli::run(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -88,6 +88,16 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
+impl Cli {
+    /// The configuration file the command reads, when it reads one.
+    pub fn config_file(&self) -> Option<&std::path::Path> {
+        match &self.command {
+            Command::Serve(args) => args.config.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// Runs one parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {

@@ -139,8 +139,11 @@ async fn around(
                 .map(|c| format!("ip:{}", c.0.ip()))
         })
         .unwrap_or_else(|| "anonymous".into());
-    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route,
-                                   status = tracing::field::Empty);
+    // Named and described after OpenTelemetry's HTTP server conventions, for export.
+    let span = tracing::info_span!("request", otel.name = %format!("{method} {route}"),
+                                   otel.kind = "server", request_id = %id,
+                                   http.request.method = %method, http.route = %route,
+                                   http.response.status_code = tracing::field::Empty);
     let limited = !route.starts_with("/healthz") && !route.starts_with("/readyz");
     let mut response = match state.limiter.take(&client) {
         Err(retry) if limited => {
@@ -159,7 +162,7 @@ async fn around(
         }
         _ => next.run(request).instrument(span.clone()).await,
     };
-    span.record("status", response.status().as_u16());
+    span.record("http.response.status_code", i64::from(response.status().as_u16()));
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
