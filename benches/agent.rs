@@ -4,7 +4,7 @@
 //! excluding model time (every tool call against the replay tenant, the narrative and
 //! the grounding check) on the simulator's critical findings.
 //!
-//! `cargo bench --bench agent`. Questions: `evals/hunt_holdout.jsonl`.
+//! `cargo bench --bench agent`. Questions: `evals/hunt/holdout.jsonl`.
 
 #![allow(clippy::unwrap_used, reason = "a benchmark stops at the first unexpected error")]
 
@@ -25,7 +25,7 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let questions: Vec<String> = include_str!("../evals/hunt_holdout.jsonl")
+    let questions: Vec<String> = include_str!("../evals/hunt/holdout.jsonl")
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -37,12 +37,12 @@ fn main() {
         .collect();
 
     let bpe = tiktoken_rs::o200k_base().unwrap();
-    let system = bpe.encode_with_special_tokens(HUNT_XQL.text).len();
+    let system = bpe.encode_with_special_tokens(&HUNT_XQL.text).len();
     let mut tokens: Vec<f64> = questions
         .iter()
         .map(|q| (system + bpe.encode_with_special_tokens(&examples_for(q)).len()) as f64)
         .collect();
-    let repair = bpe.encode_with_special_tokens(HUNT_XQL_REPAIR.text).len();
+    let repair = bpe.encode_with_special_tokens(&HUNT_XQL_REPAIR.text).len();
     println!(
         "hunt prompt, {} questions: system {system} tokens; whole first request median {:.0}, max {:.0} tokens (o200k_base); a repair adds {repair} tokens plus the refusal and the refused query",
         questions.len(),
@@ -93,6 +93,7 @@ fn main() {
             let offline = runtime.block_on(triage_offline(finding, &replay, None));
             let permits = pivotwatch::agent::triage::permits(finding, &offline, None);
             let messages = pivotwatch::agent::triage::first_messages(
+                &pivotwatch::agent::llm::TRIAGE,
                 finding,
                 &offline,
                 &permits,

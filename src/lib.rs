@@ -20,6 +20,7 @@ pub mod agent;
 pub mod audit;
 pub mod baseline;
 pub mod cli;
+pub mod eval;
 pub mod ingest;
 pub mod knowledge;
 pub mod model;

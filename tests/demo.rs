@@ -42,6 +42,11 @@ fn the_demo_finds_the_attacks_and_its_hunts_name_the_culprits() {
     assert!(stdout.contains("herself: refused"), "{stdout}");
     assert!(stdout.contains("1 action ran, succeeded"), "{stdout}");
     assert!(stdout.contains("chain holds"), "{stdout}");
+    assert!(
+        stdout.contains("planted instructions (44 cases of evals/injection, offline router)")
+            && stdout.contains("the attacker's call made in 0 of 44"),
+        "{stdout}"
+    );
     // Detection's technique IDs are resolved to names and tactics, and behaviour in an
     // analyst's words is mapped to techniques with the terms that matched.
     assert!(

@@ -419,7 +419,7 @@ fn the_hunt_command_prints_json_and_refuses_what_it_cannot_translate() {
     assert!(json["summary"].as_str().unwrap().starts_with("I can't translate that offline"));
 }
 
-/// The held-out questions (`evals/hunt_holdout.jsonl`), written before the planner's
+/// The held-out questions (`evals/hunt/holdout.jsonl`), written before the planner's
 /// grammar and never used to tune it: the share it translates, and the share whose
 /// answer names the same key values as the reference query's.
 #[tokio::test]
@@ -431,7 +431,7 @@ async fn the_held_out_questions_are_scored() {
     let conn_log = dir.path().join(CONN_LOG_FILE);
     Replay::load(dir.path(), Some(&dir.path().join(INVENTORY_FILE)), &[conn_log]).unwrap();
     let replay = Replay::open(dir.path()).unwrap();
-    let cases: Vec<serde_json::Value> = include_str!("../evals/hunt_holdout.jsonl")
+    let cases: Vec<serde_json::Value> = include_str!("../evals/hunt/holdout.jsonl")
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap())

@@ -55,7 +55,7 @@ async fn the_models_query_is_validated_run_and_audited() {
     assert!(user.contains("which devices talk HTTPS the most?") && user.contains("Examples:"));
     let records = pivotwatch::audit::export(&db.store, 0).await.unwrap();
     let inference = records.iter().find(|r| r.kind == "inference").unwrap();
-    assert_eq!(inference.payload["prompt_id"], "hunt_xql.v1");
+    assert_eq!(inference.payload["prompt_id"], "hunt_xql.v2");
     assert_eq!(inference.payload["model"], "test-model");
     assert_eq!(inference.payload["input_tokens"], common::model::PROMPT_TOKENS);
     assert_eq!(inference.payload["prompt_hash"].as_str().unwrap().len(), 64);
@@ -76,6 +76,26 @@ async fn a_query_that_writes_goes_back_for_repair_and_never_runs() {
     let repair =
         seen[1]["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap();
     assert!(repair.contains("refused") && repair.contains("target"), "{repair}");
+}
+
+#[tokio::test]
+async fn a_question_the_data_cannot_answer_is_declined_not_guessed() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let replay = tenant(dir.path());
+    let (model, llm) =
+        serve(vec![says("REFUSE: process command lines are not in these datasets")]).await;
+    let result = hunt(&replay, Some(&llm), "which PLCs ran cmd.exe last night?", None).await;
+    assert_eq!(
+        (result.planner.as_str(), result.xql.as_deref(), result.valid),
+        ("llm", None, false)
+    );
+    assert!(
+        result.summary.starts_with("I can't answer that from the tenant's data")
+            && result.summary.contains("process command lines"),
+        "{}",
+        result.summary
+    );
+    assert_eq!(model.seen().len(), 1, "a refusal is not sent back for repair");
 }
 
 #[tokio::test]

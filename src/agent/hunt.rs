@@ -30,8 +30,20 @@ pub async fn hunt(
 ) -> HuntResult {
     let Some(llm) = llm else { return hunt_offline(xdr, question).await };
     let xql = match translate(llm, question, store).await {
-        Ok(xql) => xql,
-        Err(why) => {
+        Translation::Query { xql, .. } => xql,
+        Translation::Declined(why) => {
+            return HuntResult {
+                question: question.to_string(),
+                xql: None,
+                valid: false,
+                rows: Vec::new(),
+                row_count: 0,
+                summary: format!("I can't answer that from the tenant's data: {why}"),
+                follow_ups: Vec::new(),
+                planner: "llm".into(),
+            };
+        }
+        Translation::Failed(why) => {
             let mut answer = hunt_offline(xdr, question).await;
             answer.summary = format!("{} (answered by the offline planner: {why})", answer.summary);
             return answer;
@@ -64,30 +76,56 @@ pub async fn hunt(
     result
 }
 
+/// What the model made of a question.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Translation {
+    /// A valid, read-only query in canonical form, after this many repairs.
+    Query { xql: String, repairs: usize },
+    /// The model said the data cannot answer the question, and why.
+    Declined(String),
+    /// The endpoint failed, or the query was still refused after the repairs.
+    Failed(String),
+}
+
 /// Asks the model for XQL, validates it, and sends a refusal back for repair at most
 /// `REPAIRS` times. Only a valid, read-only query is returned.
-async fn translate(llm: &Llm, question: &str, store: Option<&Store>) -> Result<String, String> {
+pub async fn translate(llm: &Llm, question: &str, store: Option<&Store>) -> Translation {
+    match translate_inner(llm, question, store).await {
+        Ok(done) => done,
+        Err(why) => Translation::Failed(why),
+    }
+}
+
+async fn translate_inner(
+    llm: &Llm,
+    question: &str,
+    store: Option<&Store>,
+) -> Result<Translation, String> {
     let mut messages: Vec<ChatCompletionRequestMessage> = vec![
-        ChatCompletionRequestSystemMessage::from(HUNT_XQL.text).into(),
+        ChatCompletionRequestSystemMessage::from(llm.prompt(&HUNT_XQL).text.to_string()).into(),
         ChatCompletionRequestUserMessage::from(examples_for(question)).into(),
     ];
     let mut last_errors = String::new();
     for attempt in 0..=REPAIRS {
-        let prompt = if attempt == 0 { &HUNT_XQL } else { &HUNT_XQL_REPAIR };
+        let prompt = llm.prompt(if attempt == 0 { &HUNT_XQL } else { &HUNT_XQL_REPAIR });
         let completion = llm.complete(messages.clone()).await.map_err(|err| err.to_string())?;
         let cost = (completion.input_tokens, completion.output_tokens, completion.latency_ms);
         prompt.record(store, llm.model(), cost, Vec::new(), Vec::new()).await;
         let xql = strip_fences(&completion.text);
+        if let Some(why) = xql.strip_prefix("REFUSE:").or_else(|| xql.strip_prefix("REFUSE")) {
+            return Ok(Translation::Declined(why.trim().to_string()));
+        }
         let (_, validation) = crate::xql::validate::check(&xql, &planner::hunt_validation());
         if validation.valid && validation.read_only {
-            return crate::xql::format(&xql).map_err(|err| err.to_string());
+            let xql = crate::xql::format(&xql).map_err(|err| err.to_string())?;
+            return Ok(Translation::Query { xql, repairs: attempt });
         }
         last_errors =
             validation.errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("; ");
         messages.push(ChatCompletionRequestAssistantMessage::from(completion.text).into());
         messages.push(
             ChatCompletionRequestUserMessage::from(
-                HUNT_XQL_REPAIR.text.replace("{errors}", &last_errors),
+                llm.prompt(&HUNT_XQL_REPAIR).text.replace("{errors}", &last_errors),
             )
             .into(),
         );

@@ -2,6 +2,7 @@
 //! tools. Without a model configured, the offline planner answers hunts
 //! deterministically from a grammar of IoT/OT hunt intents.
 
+pub mod ask;
 pub mod grounding;
 pub mod hunt;
 pub mod llm;

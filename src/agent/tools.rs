@@ -575,6 +575,11 @@ impl Tool for SearchAttackIcs {
     }
 }
 
+/// At most `max` characters of `text`.
+fn clip(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
 /// `get_case`: a Cortex XDR case with its alerts and artifacts, or the past cases most
 /// like a description with their verdicts.
 pub struct GetCase;
@@ -606,14 +611,47 @@ impl Tool for GetCase {
                     .map_err(|err| ToolFailure::Failed(err.to_string()))?;
                 let alerts: Vec<String> =
                     extra.alerts.data.iter().filter_map(|a| a.name.clone()).collect();
+                let mut hosts: Vec<String> = Vec::new();
+                for alert in &extra.alerts.data {
+                    let host = match (&alert.host_name, alert.host_ip.first()) {
+                        (Some(name), Some(ip)) => format!("{name} ({ip})"),
+                        (Some(name), None) => name.clone(),
+                        (None, Some(ip)) => ip.clone(),
+                        (None, None) => continue,
+                    };
+                    if !hosts.contains(&host) {
+                        hosts.push(host);
+                    }
+                }
+                let quoted: Vec<String> =
+                    alerts.iter().take(3).map(|a| format!("\"{}\"", clip(a, 120))).collect();
                 Ok(ToolOutput {
                     summary: format!(
-                        "case {id}: {} severity, status {}, {} alerts",
+                        "case {id}: {} severity, status {}, {} alerts{}{}",
                         extra.incident.severity.as_deref().unwrap_or("unknown"),
                         extra.incident.status.as_deref().unwrap_or("unknown"),
-                        extra.alerts.data.len()
+                        extra.alerts.data.len(),
+                        if quoted.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", quoted.join(", "))
+                        },
+                        if hosts.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                " on {}",
+                                hosts
+                                    .iter()
+                                    .take(3)
+                                    .map(|h| clip(h, 140))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        }
                     ),
                     data: json!({"incident": extra.incident, "alert_names": alerts,
+                                 "alerts": extra.alerts.data,
                                  "network_artifacts": extra.network_artifacts.data}),
                     untrusted: true,
                 })

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::grounding::{self, Fact};
-use super::llm::{Llm, Message, TRIAGE, TRIAGE_REWRITE};
+use super::llm::{Llm, Message, Prompt, TRIAGE, TRIAGE_REWRITE};
 use super::run::{self, Limits, Run};
 use super::tools::{Permits, Registry, ToolContext};
 use crate::actions::{Action, Gate};
@@ -85,6 +85,9 @@ pub struct TriageResult {
     /// Evidence dropped from the model's context to fit the token budget.
     #[serde(default)]
     pub dropped_evidence: Vec<String>,
+    /// The model's narratives the grounding checker refused, first draft first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected_drafts: Vec<String>,
 }
 
 /// The device a triage is about, as the inventory describes it (empty strings where
@@ -392,6 +395,7 @@ pub async fn triage_offline(
         tokens: (0, 0),
         tool_calls: 0,
         dropped_evidence: Vec::new(),
+        rejected_drafts: Vec::new(),
     }
 }
 
@@ -595,19 +599,20 @@ pub async fn triage(
     ctx.proposer = options.proposer.clone();
     ctx.permits = permits(finding, &offline, options.incident_id.as_deref());
     let registry = Registry::with_proposals();
+    let system = llm.prompt(&TRIAGE);
     let run = Run {
         llm,
         registry: &registry,
         ctx: &ctx,
-        prompt: &TRIAGE,
+        prompt: &system,
         limits: options.limits.clone(),
         nonce: run::nonce(),
     };
-    let messages = first_messages(finding, &offline, &ctx.permits, &run.nonce);
+    let messages = first_messages(&system, finding, &offline, &ctx.permits, &run.nonce);
     let outcome = run.go(messages, offline.evidence.clone()).await;
     let mut result = offline.clone();
     result.model = Some(llm.model().to_string());
-    result.prompt_id = Some(TRIAGE.id.to_string());
+    result.prompt_id = Some(system.id.to_string());
     result.tokens = (outcome.input_tokens, outcome.output_tokens);
     result.tool_calls = outcome.calls.len();
     result.dropped_evidence = outcome.dropped.clone();
@@ -658,16 +663,18 @@ pub async fn triage(
         return result;
     }
     // One rewrite, told exactly which figures the evidence does not hold.
+    result.rejected_drafts.push(answer.clone());
     let mut messages = outcome.messages;
+    let rewrite_prompt = llm.prompt(&TRIAGE_REWRITE);
     messages
-        .push(Message::User(TRIAGE_REWRITE.text.replace("{unsupported}", &unsupported.join(", "))));
+        .push(Message::User(rewrite_prompt.text.replace("{unsupported}", &unsupported.join(", "))));
     let rewrite = llm.chat(&messages, &[], options.limits.wall).await;
     if let Ok(turn) = &rewrite {
         result.tokens.0 += turn.input_tokens;
         result.tokens.1 += turn.output_tokens;
         let cited = turn.content.as_deref().map(run::cited).unwrap_or_default();
         let cost = (turn.input_tokens, turn.output_tokens, turn.latency_ms);
-        TRIAGE_REWRITE
+        rewrite_prompt
             .record(options.store, llm.model(), cost, Vec::new(), cited.into_iter().collect())
             .await;
     }
@@ -679,7 +686,8 @@ pub async fn triage(
             result.grounded = true;
             result.unsupported = Vec::new();
         }
-        _ => {
+        other => {
+            result.rejected_drafts.extend(other);
             result.narrative = offline.narrative.clone();
             result.narrative_source = "template".into();
             result.grounded = offline.grounded;
@@ -696,13 +704,14 @@ pub async fn triage(
 /// The conversation a model-backed triage starts from: the system prompt and the
 /// request with the evidence the offline planner gathered.
 pub fn first_messages(
+    system: &Prompt,
     finding: &Finding,
     offline: &TriageResult,
     permits: &Permits,
     nonce: &str,
 ) -> Vec<Message> {
     vec![
-        Message::System(TRIAGE.text.to_string()),
+        Message::System(system.text.to_string()),
         Message::User(request(finding, offline, permits, nonce)),
     ]
 }

@@ -83,6 +83,7 @@ fn demo_in(dir: &Path, seed: u64) -> anyhow::Result<i32> {
     }
     approve_and_post(dir, replay)?;
     map_behaviours()?;
+    measure_injection(dir)?;
 
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -133,6 +134,49 @@ const BEHAVIOURS: [&str; 3] = [
 ];
 
 /// Shows the knowledge base mapping behaviour to ATT&CK for ICS, each with its reason.
+/// Runs the `injection` eval suite (when the `evals/` folder of a clone is at hand): the
+/// agent asked to do ordinary tasks over cases whose alerts carry an attacker's
+/// instructions, with the configured model, else the offline router.
+fn measure_injection(dir: &Path) -> anyhow::Result<()> {
+    let evals = Path::new("evals");
+    if !evals.join("injection").is_dir() {
+        return Ok(());
+    }
+    let llm = crate::agent::llm::Llm::from_settings(&crate::actions::settings::from_env)?;
+    let options = crate::eval::EvalOptions {
+        evals_dir: evals.to_path_buf(),
+        work_dir: dir.join("evals"),
+        suites: vec!["injection".into()],
+        llm,
+        repeat: 1,
+        cache: true,
+        clear_cache: false,
+    };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let report = runtime.block_on(crate::eval::run(&options)).map_err(anyhow::Error::msg)?;
+    let Some(suite) = report.suite("injection") else { return Ok(()) };
+    let share = |m: &str| suite.metrics.get(m).copied().unwrap_or(0.0) * 100.0;
+    let attacked =
+        suite.cases.iter().filter(|c| c.metrics.get("attack_success") == Some(&1.0)).count();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "\nplanted instructions ({} cases of evals/injection, {}): tasks done {:.0} % clean and \
+         {:.0} % under attack; the attacker's call made in {attacked} of {}",
+        suite.cases.len(),
+        if report.model == "offline" { "offline router".to_string() } else { report.model.clone() },
+        share("benign_utility"),
+        share("utility_under_attack"),
+        suite.cases.len()
+    )?;
+    writeln!(
+        out,
+        "  (`pivotwatch eval run` scores hunts, triage, tool use and injection; see README)"
+    )?;
+    Ok(())
+}
+
 fn map_behaviours() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = Instant::now();

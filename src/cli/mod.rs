@@ -6,6 +6,7 @@ mod audit;
 mod cases;
 mod demo;
 mod detect;
+mod eval;
 mod hunt;
 mod ingest;
 mod proposals;
@@ -24,6 +25,7 @@ pub use attack::AttackArgs;
 pub use audit::AuditArgs;
 pub use cases::CasesArgs;
 pub use detect::DetectArgs;
+pub use eval::EvalArgs;
 pub use hunt::HuntArgs;
 pub use ingest::IngestArgs;
 pub use proposals::ProposalsArgs;
@@ -76,6 +78,8 @@ pub enum Command {
     Triage(TriageArgs),
     /// Runs the HTTP server: Cortex XDR webhooks, the API, triage workers.
     Serve(ServeArgs),
+    /// Scores the planner or a model on the eval suites, and compares two runs.
+    Eval(EvalArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,5 +119,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Hunt(args) => hunt::run(args),
         Command::Triage(args) => triage::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }

@@ -384,7 +384,14 @@ impl Records {
     }
 }
 
-fn new_incident(id: &str, name: &str, source: &str, host: &str, now_ms: i64) -> Map<String, Value> {
+/// A new incident in the API's shape: status `new`, one host, no alerts yet.
+pub fn new_incident(
+    id: &str,
+    name: &str,
+    source: &str,
+    host: &str,
+    now_ms: i64,
+) -> Map<String, Value> {
     let incident = json!({
         "incident_id": id,
         "incident_name": null,
