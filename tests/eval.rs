@@ -215,6 +215,11 @@ async fn scripted_answers_move_every_scorer_and_the_cache_replays_them() {
     let first = eval::run(&options).await.unwrap();
     assert_eq!(model.seen().len(), asked, "the harness asked in another order than scripted");
 
+    // Every suite shows the offline planner's scores on the same cases beside the model's.
+    let floor = &first.suite("hunt").unwrap().floor;
+    assert!(floor.contains_key("execution_match"), "{floor:?}");
+    assert!(report::markdown(&first).contains("offline floor"));
+
     // hunt: each rung of the ladder fails where it should.
     let good = case(&first, "hunt", "hh-01");
     assert_eq!((good.metrics["execution_match"], good.pass_rate), (1.0, 1.0));

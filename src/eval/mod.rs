@@ -139,6 +139,9 @@ pub struct SuiteReport {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub wall_ms: u64,
+    /// The offline planner's measures on the same cases, when a model ran.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub floor: BTreeMap<String, f64>,
 }
 
 /// Means of each measure over the cases it applies to, plus the pass rate.
@@ -179,6 +182,7 @@ impl SuiteReport {
             cache_hits,
             cache_misses,
             wall_ms,
+            floor: BTreeMap::new(),
         }
     }
 }
@@ -302,24 +306,8 @@ pub async fn run(options: &EvalOptions) -> Result<Report, String> {
         let mut caches = Vec::new();
         for repeat in 0..options.repeat {
             let (llm, cache) = suite_llm(options, suite, repeat)?;
-            let runs = match *suite {
-                "hunt" => {
-                    let cases = read_cases::<hunt::HuntCase>(&options.evals_dir.join("hunt"))?;
-                    hunt::run(&cases, &tenant, llm.as_ref()).await
-                }
-                "triage" => {
-                    let cases =
-                        read_cases::<triage::TriageCase>(&options.evals_dir.join("triage"))?;
-                    triage::run(&cases, &tenant, &knowledge, llm.as_ref()).await?
-                }
-                "tools" => {
-                    agentic::run_tools(&tools_cases, &tenant, &knowledge, llm.as_ref()).await
-                }
-                _ => {
-                    agentic::run_injection(&injection_cases, &tenant, &knowledge, llm.as_ref())
-                        .await?
-                }
-            };
+            let cases = Cases { tools: &tools_cases, injection: &injection_cases };
+            let runs = run_suite(suite, options, &cases, &tenant, &knowledge, llm.as_ref()).await?;
             per_repeat.push(runs);
             caches.extend(cache);
         }
@@ -346,6 +334,16 @@ pub async fn run(options: &EvalOptions) -> Result<Report, String> {
         );
         report.cache_hits = hits;
         report.cache_misses = misses;
+        if options.llm.is_some() {
+            // The offline planner on the same cases, shown beside the model's scores.
+            let cases = Cases { tools: &tools_cases, injection: &injection_cases };
+            let floor = run_suite(suite, options, &cases, &tenant, &knowledge, None).await?;
+            let floor: Vec<CaseReport> = floor
+                .into_iter()
+                .map(|s| CaseReport::from_runs(&s.id, s.group, s.input, s.expected, vec![s.run]))
+                .collect();
+            report.floor = summarise(&floor);
+        }
         suites.push(report);
     }
     let stamp = started_at.replace([':', '-'], "").replace('T', "-");
@@ -359,6 +357,35 @@ pub async fn run(options: &EvalOptions) -> Result<Report, String> {
         suites,
         wall_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         pivotwatch_version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+/// The cases read once for the suites that plant them.
+struct Cases<'a> {
+    tools: &'a [agentic::ToolsCase],
+    injection: &'a [agentic::InjectionCase],
+}
+
+/// One run of one suite with `llm` (the offline planner when `None`).
+async fn run_suite(
+    suite: &str,
+    options: &EvalOptions,
+    cases: &Cases<'_>,
+    tenant: &tenant::EvalTenant,
+    knowledge: &crate::knowledge::Knowledge,
+    llm: Option<&Llm>,
+) -> Result<Vec<Scored>, String> {
+    Ok(match suite {
+        "hunt" => {
+            let cases = read_cases::<hunt::HuntCase>(&options.evals_dir.join("hunt"))?;
+            hunt::run(&cases, tenant, llm).await
+        }
+        "triage" => {
+            let cases = read_cases::<triage::TriageCase>(&options.evals_dir.join("triage"))?;
+            triage::run(&cases, tenant, knowledge, llm).await?
+        }
+        "tools" => agentic::run_tools(cases.tools, tenant, knowledge, llm).await,
+        _ => agentic::run_injection(cases.injection, tenant, knowledge, llm).await?,
     })
 }
 

@@ -84,17 +84,26 @@ pub fn markdown(report: &Report) -> String {
             suite.cache_misses
         );
         let groups: Vec<&String> = suite.by_group.keys().collect();
-        let _ = write!(out, "| measure | all |");
+        let floor = !suite.floor.is_empty();
+        let _ = write!(out, "| measure | all |{}", if floor { " offline floor |" } else { "" });
         for g in &groups {
             let _ = write!(out, " {g} |");
         }
-        let _ = write!(out, "\n|---|---|");
+        let _ = write!(out, "\n|---|---|{}", if floor { "---|" } else { "" });
         for _ in &groups {
             let _ = write!(out, "---|");
         }
         out.push('\n');
         for (measure, value) in ordered(&suite.metrics) {
             let _ = write!(out, "| {measure} | {value:.3} |");
+            if floor {
+                match suite.floor.get(measure) {
+                    Some(v) => {
+                        let _ = write!(out, " {v:.3} |");
+                    }
+                    None => out.push_str(" – |"),
+                }
+            }
             for g in &groups {
                 match suite.by_group[*g].get(measure) {
                     Some(v) => {
@@ -185,6 +194,15 @@ fn suite_html(suite: &SuiteReport) -> String {
         .map(|(m, v)| (m.to_string(), v))
         .collect();
     out.push_str(&bars(&shares, |m| !lower_is_better(m)));
+    if !suite.floor.is_empty() {
+        out.push_str("<h3>The offline planner on the same cases</h3>");
+        let floor: Vec<(String, f64)> = ordered(&suite.floor)
+            .into_iter()
+            .filter(|(m, _)| is_share(m))
+            .map(|(m, v)| (m.to_string(), v))
+            .collect();
+        out.push_str(&bars(&floor, |m| !lower_is_better(m)));
+    }
     let counts: Vec<String> = ordered(&suite.metrics)
         .into_iter()
         .filter(|(m, _)| !is_share(m))
