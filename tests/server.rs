@@ -625,6 +625,40 @@ async fn slack_events_commands_and_buttons() {
     let text = posted[0]["text"].as_str().unwrap();
     assert!(text.contains("dataset = xdr_data") && text.contains("offline planner"), "{text}");
 
+    // A request about one device goes to the agent's tools (offline, the model being
+    // down), and it proposes nothing it was not asked for.
+    let inventory = server
+        .state
+        .xdr
+        .run_xql(&pivotwatch::xdr::XqlRequest::new(
+            "dataset = asset_inventory | filter xdm.asset.type.name = \"Patient Monitor\" \
+             | fields xdm.asset.name, xdm.asset.ipv4_addresses | limit 1",
+        ))
+        .await
+        .unwrap();
+    let row = &inventory.rows[0];
+    let name = row["xdm.asset.name"].as_str().unwrap().to_string();
+    let ip = match &row["xdm.asset.ipv4_addresses"] {
+        Value::Array(items) => items[0].as_str().unwrap().to_string(),
+        other => other.as_str().unwrap().to_string(),
+    };
+    let request = json!({"type": "event_callback", "event_id": "Ev08ASK", "team_id": "T0",
+        "event": {"type": "app_mention", "user": "U0HANK", "channel": "C0SOC", "ts": "1733300222.000300",
+                  "text": format!("<@U0PIVOT> what is {ip}, and is it odd next to its peers?")}})
+    .to_string();
+    let (status, _, _) = server.slack("/v1/slack/events", &request, false, now(), true).await;
+    assert_eq!(status, 200);
+    let posted = wait_for(&slack, "/api/chat.postMessage", 2).await;
+    let answer = posted
+        .iter()
+        .find(|p| p["thread_ts"] == "1733300222.000300")
+        .and_then(|p| p["text"].as_str())
+        .unwrap()
+        .to_string();
+    assert!(answer.contains(&name) && answer.contains("peer"), "{answer}");
+    assert!(answer.contains("answered by the offline router"), "{answer}");
+    assert!(!answer.contains("Proposed"), "{answer}");
+
     // The slash command: acknowledged at once, answered in the channel.
     let command = form_body(&[
         ("command", "/pivotwatch"),

@@ -122,12 +122,12 @@ pub async fn commands(
     let text = fields.get("text").map_or("", String::as_str).trim();
     let (verb, rest) = text.split_once(' ').unwrap_or((text, ""));
     let needs: &[Role] = match verb {
-        "hunt" => &[Role::Hunter, Role::Analyst],
+        "hunt" | "ask" => &[Role::Hunter, Role::Analyst],
         "triage" => &[Role::Analyst],
         "device" => &[Role::Viewer, Role::Hunter, Role::Analyst, Role::Approver],
         _ => {
             return Ok(ephemeral(
-                "Usage: `/pivotwatch hunt QUESTION`, `/pivotwatch triage CASE_ID`, `/pivotwatch device IP_OR_NAME`",
+                "Usage: `/pivotwatch ask REQUEST`, `/pivotwatch hunt QUESTION`, `/pivotwatch triage CASE_ID`, `/pivotwatch device IP_OR_NAME`",
             ));
         }
     };
@@ -256,13 +256,10 @@ async fn handle(state: &AppState, http: &reqwest::Client, job: &Value) -> Result
         .join(" ");
     let (verb, argument) = match text.split_once(' ') {
         Some((verb @ ("triage" | "device"), argument)) => (verb, argument),
-        _ => ("hunt", text.as_str()),
+        _ => ("ask", text.as_str()),
     };
-    let needs: &[Role] = if verb == "hunt" {
-        &[Role::Hunter, Role::Analyst]
-    } else {
-        &[Role::Analyst, Role::Viewer]
-    };
+    let needs: &[Role] =
+        if verb == "ask" { &[Role::Hunter, Role::Analyst] } else { &[Role::Analyst, Role::Viewer] };
     let answer = if auth::has_role(who, needs) {
         answer(state, verb, argument).await
     } else {
@@ -274,27 +271,41 @@ async fn handle(state: &AppState, http: &reqwest::Client, job: &Value) -> Result
 /// What pivotwatch says to a command (Slack and Teams alike).
 pub(crate) async fn answer(state: &AppState, verb: &str, argument: &str) -> String {
     match verb {
-        "hunt" => {
-            let result =
-                crate::agent::hunt(&*state.xdr, state.llm.as_deref(), argument, Some(&state.store))
-                    .await;
-            match &result.xql {
-                Some(xql) => {
-                    let follow: Vec<String> =
-                        result.follow_ups.iter().map(|f| format!("• {}", f.question)).collect();
-                    format!(
-                        "*{argument}*\n```{xql}```\n{}\n{}",
-                        result.summary,
-                        if follow.is_empty() {
-                            String::new()
-                        } else {
-                            format!("Next hunts:\n{}", follow.join("\n"))
-                        }
-                    )
-                }
-                None => result.summary,
+        "ask" => {
+            // A hunt the planner reads goes the hunt's way (query, rows, next hunts);
+            // anything else (a case, a device, an action) to the agent with its tools.
+            let reading = crate::agent::ask::read(argument);
+            if reading.hunt.is_some()
+                && reading.case_id.is_none()
+                && reading.ips.is_empty()
+                && reading.actions.is_empty()
+            {
+                return hunt_answer(state, argument).await;
             }
+            let options = crate::agent::ask::AskOptions {
+                llm: state.llm.as_deref(),
+                knowledge: Some(&state.knowledge),
+                store: Some(&state.store),
+                gate: Some(&state.gate),
+                proposer: crate::audit::Actor::Agent,
+                limits: crate::agent::run::Limits::default(),
+            };
+            let result = crate::agent::ask::ask(&*state.xdr, argument, &options).await;
+            let mut text = result.answer;
+            for proposed in &result.proposed {
+                if let Some(id) = &proposed.id {
+                    text.push_str(&format!(
+                        "\nProposed {} as {id}; it waits for a person's approval.",
+                        proposed.kind
+                    ));
+                }
+            }
+            if let Some(why) = &result.fallback {
+                text.push_str(&format!("\n(answered by the offline router: {why})"));
+            }
+            text
         }
+        "hunt" => hunt_answer(state, argument).await,
         "device" => match crate::agent::tools::device_profile(&*state.xdr, argument).await {
             Ok(profile) => profile.summary,
             Err(err) => format!("No profile for {argument}: {err}"),
@@ -310,6 +321,28 @@ pub(crate) async fn answer(state: &AppState, verb: &str, argument: &str) -> Stri
             Err(err) => format!("The triage could not be queued: {err}"),
         },
         other => format!("`{other}` is not a command."),
+    }
+}
+
+/// A hunt's answer for chat: the query, the summary and the next hunts.
+async fn hunt_answer(state: &AppState, argument: &str) -> String {
+    let result =
+        crate::agent::hunt(&*state.xdr, state.llm.as_deref(), argument, Some(&state.store)).await;
+    match &result.xql {
+        Some(xql) => {
+            let follow: Vec<String> =
+                result.follow_ups.iter().map(|f| format!("• {}", f.question)).collect();
+            format!(
+                "*{argument}*\n```{xql}```\n{}\n{}",
+                result.summary,
+                if follow.is_empty() {
+                    String::new()
+                } else {
+                    format!("Next hunts:\n{}", follow.join("\n"))
+                }
+            )
+        }
+        None => result.summary,
     }
 }
 

@@ -441,7 +441,8 @@ async fn handle(state: &AppState, job: &Value) -> Result<(), String> {
 }
 
 /// What pivotwatch says to a message: the bot's mention is dropped, and the first word
-/// picks the command (`triage CASE`, `device IP`; anything else is a hunt).
+/// picks the command (`triage CASE`, `device IP`; anything else is a request for the
+/// agent, which answers hunts with the hunt).
 async fn answer_message(state: &AppState, activity: &Value) -> String {
     let Some(who) = person(state, activity) else {
         return "You are not in pivotwatch's users file; ask an admin to add your Teams AAD object id."
@@ -451,16 +452,13 @@ async fn answer_message(state: &AppState, activity: &Value) -> String {
     let text = strip_mentions(raw);
     let (verb, argument) = match text.split_once(' ') {
         Some((verb @ ("triage" | "device"), argument)) => (verb, argument.trim()),
-        _ => ("hunt", text.as_str()),
+        _ => ("ask", text.as_str()),
     };
     if argument.is_empty() {
         return "Ask a question, `triage CASE_ID` or `device IP_OR_NAME`.".into();
     }
-    let needs: &[Role] = if verb == "hunt" {
-        &[Role::Hunter, Role::Analyst]
-    } else {
-        &[Role::Analyst, Role::Viewer]
-    };
+    let needs: &[Role] =
+        if verb == "ask" { &[Role::Hunter, Role::Analyst] } else { &[Role::Analyst, Role::Viewer] };
     if !auth::has_role(who, needs) {
         return format!("{} lacks the role `{verb}` needs.", who.name);
     }
