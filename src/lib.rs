@@ -25,6 +25,7 @@ pub mod ingest;
 pub mod knowledge;
 pub mod model;
 pub mod pipeline;
+pub mod segment;
 pub mod server;
 pub mod store;
 pub mod telemetry;

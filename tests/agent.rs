@@ -161,6 +161,7 @@ async fn the_model_gathers_context_over_several_turns_and_writes_a_grounded_narr
             "score_peer_group",
             "search_attack_ics",
             "get_case",
+            "draft_segmentation",
             "propose_action"
         ]
     );

@@ -43,6 +43,18 @@ fn the_demo_finds_the_attacks_and_its_hunts_name_the_culprits() {
     assert!(stdout.contains("1 action ran, succeeded"), "{stdout}");
     assert!(stdout.contains("chain holds"), "{stdout}");
     assert!(
+        stdout.contains("least-privilege rules for ")
+            && stdout.contains("baseline conversations and"),
+        "{stdout}"
+    );
+    let blocked_baseline = stdout
+        .lines()
+        .find(|l| l.contains("baseline conversations and"))
+        .and_then(|l| l.split(" they block ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap();
+    assert_eq!(blocked_baseline, "0", "{stdout}");
+    assert!(
         stdout.contains("planted instructions (44 cases of evals/injection, offline router)")
             && stdout.contains("the attacker's call made in 0 of 44"),
         "{stdout}"

@@ -132,7 +132,10 @@ fn words(text: &str) -> Vec<String> {
         .split(|c: char| {
             !(c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '&' || c == '\'')
         })
-        .map(|w| w.trim_matches(|c| c == '.' || c == '-' || c == '\'').to_string())
+        .map(|w| {
+            let w = w.trim_matches(|c| c == '.' || c == '-' || c == '\'');
+            w.strip_suffix("'s").unwrap_or(w).to_string()
+        })
         .filter(|w| !w.is_empty())
         .collect()
 }
@@ -165,6 +168,10 @@ pub struct Reading {
     pub knowledge_words: bool,
     /// The hunt's XQL when the request is a hunt the planner translates.
     pub hunt: Option<String>,
+    /// It asks for drafted firewall rules (a group's, or a quarantine's).
+    pub segment: bool,
+    /// The draft asked for is a device's quarantine.
+    pub quarantine_draft: bool,
 }
 
 fn looks_like_name(word: &str) -> bool {
@@ -219,7 +226,18 @@ pub fn read(request: &str) -> Reading {
         }
         reading.case_id.get_or_insert(number.to_string());
     }
-    let withdrawn = NOT_ASKING.iter().any(|p| lower.contains(p));
+    reading.segment = has(&["segmentation", "microsegmentation", "microsegment", "rulebase"])
+        || (has(&["segment"]) && has(&["draft", "rules", "policy", "firewall"]))
+        || (has(&["least", "least-privilege"]) && (has(&["privilege", "least-privilege"])))
+        || lower.contains("lock down")
+        || lower.contains("firewall rules");
+    let drafting = has(&["draft", "plan", "would", "simulate", "what-if"]);
+    reading.quarantine_draft = reading.segment || (drafting && has(&["quarantine"]));
+    reading.quarantine_draft = reading.quarantine_draft && has(&["quarantine"]);
+    if reading.quarantine_draft {
+        reading.segment = true;
+    }
+    let withdrawn = NOT_ASKING.iter().any(|p| lower.contains(p)) || (reading.segment && drafting);
     if !withdrawn && has(&ASKING_VERBS) {
         for (kind, names) in ACTION_WORDS {
             if !has(names) {
@@ -379,7 +397,12 @@ pub fn read(request: &str) -> Reading {
         "which", "any", "show", "list", "how", "find", "top", "hunt", "who's", "anything", "count",
         "many",
     ]);
+    if reading.segment {
+        reading.profile = false;
+        reading.peers = false;
+    }
     if huntish
+        && !reading.segment
         && reading.case_id.is_none()
         && !reading.attack
         && !reading.similar
@@ -545,6 +568,14 @@ pub fn offline_calls(
     if let Some(xql) = &reading.hunt {
         calls.push(("run_xql".to_string(), json!({"query": xql})));
     }
+    if reading.segment {
+        let args = match (&device, reading.quarantine_draft) {
+            (Some(device), true) => json!({"device": device, "quarantine": true}),
+            (Some(device), false) => json!({"device": device}),
+            (None, _) => json!({"group": request.chars().take(200).collect::<String>()}),
+        };
+        calls.push(("draft_segmentation".to_string(), args));
+    }
     calls
 }
 
@@ -708,5 +739,15 @@ mod tests {
         let weeks = read("is plc-0004 odd against its peers over the last 14 days");
         assert_eq!((weeks.peers, weeks.days), (true, Some(14)));
         assert!(read("what does 10.60.1.0/24 talk to").ips.is_empty());
+        let draft = read("draft a quarantine of 10.20.1.17, don't apply anything");
+        assert!(draft.segment && draft.quarantine_draft && draft.actions.is_empty());
+        let rules = read("draft least-privilege rules for the infusion pumps");
+        assert!(rules.segment && !rules.quarantine_draft && rules.hunt.is_none());
+        let names: Vec<String> =
+            offline_calls(&rules, "draft least-privilege rules for the infusion pumps", None)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+        assert_eq!(names, vec!["draft_segmentation"]);
     }
 }

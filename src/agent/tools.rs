@@ -189,6 +189,7 @@ impl Registry {
         registry.add(ScorePeerGroup);
         registry.add(SearchAttackIcs);
         registry.add(GetCase);
+        registry.add(DraftSegmentation);
         registry
     }
 
@@ -680,6 +681,91 @@ impl Tool for GetCase {
                 Err(ToolFailure::Arguments("give exactly one of `case_id` and `similar_to`".into()))
             }
         }
+    }
+}
+
+/// `draft_segmentation`: least-privilege rules for a peer group, or a device's
+/// quarantine, drafted from the tenant's firewall log and replayed over it.
+pub struct DraftSegmentation;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentArgs {
+    /// A device type ("infusion pumps") or a group key ("Infusion Pump / clinical-devices").
+    #[schemars(length(min = 1, max = 200))]
+    pub group: Option<String>,
+    /// A device (address or asset name): its group, or with `quarantine` its quarantine.
+    #[schemars(length(min = 1, max = 128))]
+    pub device: Option<String>,
+    /// Draft the quarantine of `device` instead of its group's policy.
+    pub quarantine: Option<bool>,
+}
+
+#[async_trait]
+impl Tool for DraftSegmentation {
+    type Args = SegmentArgs;
+    const NAME: &'static str = "draft_segmentation";
+    const DESCRIPTION: &'static str = include_str!("../../tools/draft_segmentation.md");
+
+    async fn call(
+        &self,
+        ctx: &ToolContext<'_>,
+        args: SegmentArgs,
+    ) -> Result<ToolOutput, ToolFailure> {
+        use crate::segment::{self, Subject};
+        let fleet = segment::fleet(ctx.xdr).await.map_err(ToolFailure::Failed)?;
+        let subject = match (args.group.as_deref(), args.device.as_deref(), args.quarantine) {
+            (_, Some(device), Some(true)) => Subject::Quarantine(device.to_string()),
+            (_, Some(device), _) => {
+                let host = fleet.find(device).ok_or_else(|| {
+                    ToolFailure::Failed(format!("{device} is not in the inventory"))
+                })?;
+                Subject::Group(host.group())
+            }
+            (Some(group), None, _) => {
+                Subject::Group(fleet.best_group(group).map_err(ToolFailure::Failed)?)
+            }
+            (None, None, _) => {
+                return Err(ToolFailure::Arguments("give `group` or `device`".into()));
+            }
+        };
+        let (report, _) = segment::draft_from_tenant(ctx.xdr, &subject, None)
+            .await
+            .map_err(ToolFailure::Failed)?;
+        let set = segment::panos::set_commands(
+            &report.draft,
+            &crate::actions::kinds::PanosTarget::Firewall,
+        );
+        let summary = format!(
+            "{} rules for {}: {} of {} baseline conversations blocked, {} of {} after the baseline blocked{}",
+            report.draft.rules.len(),
+            report.draft.subject,
+            report.impact.baseline_blocked.len(),
+            report.baseline_conversations,
+            report.impact.later_blocked.len(),
+            report.later_conversations,
+            if report.draft.warnings.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", report.draft.warnings.join("; "))
+            }
+        );
+        let blocked: Vec<Value> = report
+            .impact
+            .later_blocked
+            .iter()
+            .take(10)
+            .map(|c| json!({"src": c.src, "dst": c.dst, "service": format!("{}/{}", c.proto, c.port), "sessions": c.sessions}))
+            .collect();
+        Ok(ToolOutput {
+            summary,
+            data: json!({"subject": report.draft.subject, "rules": report.draft.rules.len(),
+                         "baseline_blocked": report.impact.baseline_blocked.len(),
+                         "later_blocked": blocked, "unused_rules": report.impact.unused,
+                         "warnings": report.draft.warnings,
+                         "set_commands": set.lines().take(60).collect::<Vec<_>>()}),
+            untrusted: false,
+        })
     }
 }
 

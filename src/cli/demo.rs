@@ -80,6 +80,7 @@ fn demo_in(dir: &Path, seed: u64) -> anyhow::Result<i32> {
     let top = output.detection.at_least(Severity::High).max_by(|a, b| a.risk.total_cmp(&b.risk));
     if let Some(top) = top {
         triage_top(&replay, top)?;
+        segment_group(&replay, top, summary.baseline_until)?;
     }
     approve_and_post(dir, replay)?;
     map_behaviours()?;
@@ -134,6 +135,51 @@ const BEHAVIOURS: [&str; 3] = [
 ];
 
 /// Shows the knowledge base mapping behaviour to ATT&CK for ICS, each with its reason.
+/// Drafts least-privilege rules for the riskiest finding's peer group from the
+/// baseline, and says what they would have blocked after it.
+fn segment_group(replay: &Replay, finding: &Finding, baseline_until: f64) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let fleet = runtime.block_on(crate::segment::fleet(replay)).map_err(anyhow::Error::msg)?;
+    let Some(host) = fleet.hosts.get(&finding.ip) else { return Ok(()) };
+    let subject = crate::segment::Subject::Group(host.group());
+    let (report, _) = runtime
+        .block_on(crate::segment::draft_from_tenant(replay, &subject, Some(baseline_until)))
+        .map_err(anyhow::Error::msg)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "\nleast-privilege rules for {} drafted from the baseline (`pivotwatch segment --group \"{}\"`):",
+        report.draft.subject, report.draft.subject
+    )?;
+    writeln!(
+        out,
+        "  {} rules; they block {} of {} baseline conversations and {} of {} after it, among them:",
+        report.draft.rules.len(),
+        report.impact.baseline_blocked.len(),
+        report.baseline_conversations,
+        report.impact.later_blocked.len(),
+        report.later_conversations
+    )?;
+    let mut shown: Vec<&crate::segment::Conversation> = report
+        .impact
+        .later_blocked
+        .iter()
+        .filter(|c| c.src == finding.ip || c.dst == finding.ip)
+        .take(3)
+        .collect();
+    if shown.is_empty() {
+        shown = report.impact.later_blocked.iter().take(3).collect();
+    }
+    for conv in shown {
+        writeln!(
+            out,
+            "    {} -> {} {}/{} ({} sessions)",
+            conv.src, conv.dst, conv.proto, conv.port, conv.sessions
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs the `injection` eval suite (when the `evals/` folder of a clone is at hand): the
 /// agent asked to do ordinary tasks over cases whose alerts carry an attacker's
 /// instructions, with the configured model, else the offline router.

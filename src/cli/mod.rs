@@ -11,6 +11,7 @@ mod hunt;
 mod ingest;
 mod proposals;
 mod replay;
+mod segment;
 mod serve;
 mod simulate;
 pub mod triage;
@@ -30,6 +31,7 @@ pub use hunt::HuntArgs;
 pub use ingest::IngestArgs;
 pub use proposals::ProposalsArgs;
 pub use replay::{DataDirArg, ReplayArgs};
+pub use segment::SegmentArgs;
 pub use serve::ServeArgs;
 pub use simulate::SimulateArgs;
 pub use triage::TriageArgs;
@@ -80,6 +82,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Scores the planner or a model on the eval suites, and compares two runs.
     Eval(EvalArgs),
+    /// Drafts least-privilege rules for a peer group, or a device's quarantine, from
+    /// observed traffic (PAN-OS / Panorama), with what they would have blocked.
+    Segment(SegmentArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -120,5 +125,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Triage(args) => triage::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Segment(args) => segment::run(args),
     }
 }
