@@ -534,6 +534,50 @@ async fn a_panorama_change_sets_commits_pushes_and_waits_for_the_jobs() {
 }
 
 #[tokio::test]
+async fn a_rule_asked_to_go_first_is_moved_to_the_top_before_the_commit() {
+    let db = sqlite().await;
+    let ok = "<response status=\"success\"><msg>command succeeded</msg></response>";
+    let enqueued =
+        std::fs::read_to_string(format!("{DATA}/panos/commit_enqueued_response.synthetic.xml"))
+            .unwrap();
+    let finished =
+        std::fs::read_to_string(format!("{DATA}/panos/commit_all_job_status_success.xml")).unwrap();
+    let (vendor, url) = serve_vendor(
+        (200, ok.into()),
+        vec![(200, ok.into()), (200, ok.into()), (200, enqueued), (200, finished)],
+    )
+    .await;
+    let rule = "/config/devices/entry[@name='localhost.localdomain']/vsys/entry[@name='vsys1']/rulebase/security/rules/entry[@name='pw-quarantine-deny-out']";
+    let change = Action::from_parts(
+        "panos_config_change",
+        json!({"target": {"type": "firewall"},
+               "sets": [{"xpath": rule, "element": "<action>deny</action>", "move": "top"}]}),
+    )
+    .unwrap();
+    let (gate, id) = approved(&db, change).await;
+    run(&db, &gate, &panos(&url)).await;
+    assert_eq!(gate.get(&id).await.unwrap().state, State::Succeeded);
+    let seen = vendor.seen.lock().unwrap().clone();
+    let forms: Vec<Vec<(String, String)>> = seen.iter().map(|s| form_pairs(&s.body)).collect();
+    let get = |i: usize, k: &str| forms[i].iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    assert_eq!(get(0, "action").as_deref(), Some("set"));
+    assert_eq!(
+        (get(1, "action").as_deref(), get(1, "where").as_deref(), get(1, "xpath").as_deref()),
+        (Some("move"), Some("top"), Some(rule))
+    );
+    assert_eq!(get(2, "cmd").as_deref(), Some("<commit></commit>"));
+
+    // Only a rule can be moved.
+    let err = Action::from_parts(
+        "panos_config_change",
+        json!({"target": {"type": "firewall"},
+               "sets": [{"xpath": "/config/devices/entry/vsys/entry[@name='vsys1']/address", "element": "<entry name=\"a\"/>", "move": "top"}]}),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("sets[0].move"), "{err}");
+}
+
+#[tokio::test]
 async fn a_failed_commit_fails_the_change_with_the_job_result() {
     let db = sqlite().await;
     let ok = "<response status=\"success\"><msg>command succeeded</msg></response>";

@@ -215,6 +215,14 @@ fn xml_and_set_commands_have_the_shape_of_the_samples() {
     let filter =
         dag.descendants().find(|n| n.has_tag_name("filter")).and_then(|f| f.text()).unwrap();
     assert_eq!(filter, format!("'{}'", segment::QUARANTINE_TAG));
+    // Sent to a firewall, a quarantine's rules go last first, each moved to the top,
+    // so they end above every existing allow in draft order; a group's are appended.
+    let (_, rules) = panos::config_sets(&quarantine.draft, &PanosTarget::Firewall);
+    assert!(rules.iter().all(|r| r.move_to == Some(pivotwatch::actions::kinds::RulePlace::Top)));
+    let last = quarantine.draft.rules.last().unwrap();
+    assert!(rules[0].xpath.ends_with(&format!("[@name='{}']", last.name)));
+    let (_, group_rules) = panos::config_sets(draft, &PanosTarget::Firewall);
+    assert!(group_rules.iter().all(|r| r.move_to.is_none()));
     let set = panos::set_commands(&quarantine.draft, &PanosTarget::Firewall);
     assert_eq!(
         set.lines()

@@ -37,6 +37,27 @@ pub enum PanosTarget {
 pub struct ConfigSet {
     pub xpath: String,
     pub element: String,
+    /// After the set, move the entry (one security rule) to the top or bottom of its
+    /// rulebase: a set appends a new rule at the bottom.
+    #[serde(default, rename = "move", skip_serializing_if = "Option::is_none")]
+    pub move_to: Option<RulePlace>,
+}
+
+/// Where `action=move` puts a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RulePlace {
+    Top,
+    Bottom,
+}
+
+impl RulePlace {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RulePlace::Top => "top",
+            RulePlace::Bottom => "bottom",
+        }
+    }
 }
 
 /// A proposed side effect.
@@ -264,6 +285,11 @@ impl Action {
                         return Err(format!("sets[{i}].xpath must start with /config/"));
                     }
                     text(&format!("sets[{i}].element"), &set.element, 100_000)?;
+                    if set.move_to.is_some() && !set.xpath.contains("/rules/entry[@name=") {
+                        return Err(format!(
+                            "sets[{i}].move needs the xpath of one rule (…/rules/entry[@name='…'])"
+                        ));
+                    }
                 }
             }
         }

@@ -119,7 +119,8 @@ impl PanosExecutor {
         }
     }
 
-    /// Sets every element, commits, and waits for the commit jobs to finish.
+    /// Sets every element (moving the rules that ask for it), commits, and waits for the
+    /// commit jobs to finish.
     async fn config_change(&self, target: &PanosTarget, sets: &[ConfigSet]) -> Outcome {
         for set in sets {
             let form = vec![
@@ -130,6 +131,17 @@ impl PanosExecutor {
             ];
             if let Err(outcome) = self.call(form).await {
                 return outcome;
+            }
+            if let Some(place) = set.move_to {
+                let form = vec![
+                    ("type", "config".to_string()),
+                    ("action", "move".to_string()),
+                    ("xpath", set.xpath.clone()),
+                    ("where", place.as_str().to_string()),
+                ];
+                if let Err(outcome) = self.call(form).await {
+                    return outcome;
+                }
             }
         }
         let mut jobs = Vec::new();

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::{Conversation, Draft, Net, Port, Rule, RuleAction, Side, valid_name};
-use crate::actions::kinds::{ConfigSet, PanosTarget};
+use crate::actions::kinds::{ConfigSet, PanosTarget, RulePlace};
 
 const DEVICE: &str = "/config/devices/entry[@name='localhost.localdomain']";
 
@@ -98,11 +98,9 @@ fn rule_element(rule: &Rule) -> String {
 }
 
 /// The `action=set` requests that create the draft: objects first (one request per
-/// object, so a proposal can be read item by item), then the rules in order.
-// TODO: `set` appends a rule at the bottom of a firewall's rulebase, and the
-// `panos_config_change` executor sends no `action=move`, so a quarantine pushed to a
-// firewall (not to Panorama, whose pre-rulebase is evaluated first) takes effect only
-// once its rules are moved above the existing allows; `set_commands` prints the moves.
+/// object, so a proposal can be read item by item), then the rules in order. A set
+/// appends a rule at the bottom of its rulebase; a quarantine's rules must come before
+/// every allow, so they are sent last first, each moved to the top.
 pub fn config_sets(draft: &Draft, target: &PanosTarget) -> (Vec<ConfigSet>, Vec<ConfigSet>) {
     let base = base(target);
     let mut objects = Vec::new();
@@ -110,6 +108,7 @@ pub fn config_sets(draft: &Draft, target: &PanosTarget) -> (Vec<ConfigSet>, Vec<
         objects.push(ConfigSet {
             xpath: format!("{base}/tag/entry[@name='{tag}']"),
             element: "<comments>Drafted by pivotwatch from observed traffic</comments>".into(),
+            move_to: None,
         });
     }
     for (name, net) in &draft.objects.addresses {
@@ -119,6 +118,7 @@ pub fn config_sets(draft: &Draft, target: &PanosTarget) -> (Vec<ConfigSet>, Vec<
                 "<ip-netmask>{net}</ip-netmask><tag><member>{}</member></tag>",
                 super::DRAFT_TAG
             ),
+            move_to: None,
         });
     }
     for port in &draft.objects.services {
@@ -129,34 +129,42 @@ pub fn config_sets(draft: &Draft, target: &PanosTarget) -> (Vec<ConfigSet>, Vec<
                 port.port,
                 p = port.proto
             ),
+            move_to: None,
         });
     }
     for (name, list) in &draft.objects.groups {
         objects.push(ConfigSet {
             xpath: format!("{base}/address-group/entry[@name='{name}']"),
             element: format!("<static>{}</static>", members(list)),
+            move_to: None,
         });
     }
     for (name, tag) in &draft.objects.dynamic_groups {
         objects.push(ConfigSet {
             xpath: format!("{base}/address-group/entry[@name='{name}']"),
             element: format!("<dynamic><filter>'{tag}'</filter></dynamic>"),
+            move_to: None,
         });
     }
-    let rules = draft
+    let first = draft.kind == "quarantine";
+    let mut rules: Vec<ConfigSet> = draft
         .rules
         .iter()
         .map(|rule| ConfigSet {
             xpath: format!("{}/entry[@name='{}']", rules_path(target), rule.name),
             element: rule_element(rule),
+            move_to: first.then_some(RulePlace::Top),
         })
         .collect();
+    if first {
+        rules.reverse();
+    }
     (objects, rules)
 }
 
 /// The draft as a configuration fragment.
 pub fn xml(draft: &Draft, target: &PanosTarget) -> String {
-    let (objects, rules) = config_sets(draft, target);
+    let (objects, _) = config_sets(draft, target);
     let mut by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for set in &objects {
         let kind = ["tag", "address-group", "address", "service"]
@@ -176,11 +184,12 @@ pub fn xml(draft: &Draft, target: &PanosTarget) -> String {
             let _ = write!(inner, "<{kind}>{}</{kind}>", entries.join(""));
         }
     }
-    let rule_entries: String = rules
+    // In rulebase order, whatever order the requests send them in.
+    let rule_entries: String = draft
+        .rules
         .iter()
-        .zip(&draft.rules)
-        .map(|(set, rule)| {
-            format!("<entry name=\"{}\">{}</entry>", escape(&rule.name), set.element)
+        .map(|rule| {
+            format!("<entry name=\"{}\">{}</entry>", escape(&rule.name), rule_element(rule))
         })
         .collect();
     let rulebase = match target {
