@@ -232,8 +232,7 @@ pub fn read(request: &str) -> Reading {
         || lower.contains("lock down")
         || lower.contains("firewall rules");
     let drafting = has(&["draft", "plan", "would", "simulate", "what-if"]);
-    reading.quarantine_draft = reading.segment || (drafting && has(&["quarantine"]));
-    reading.quarantine_draft = reading.quarantine_draft && has(&["quarantine"]);
+    reading.quarantine_draft = has(&["quarantine"]) && (reading.segment || drafting);
     if reading.quarantine_draft {
         reading.segment = true;
     }

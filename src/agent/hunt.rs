@@ -32,16 +32,8 @@ pub async fn hunt(
     let xql = match translate(llm, question, store).await {
         Translation::Query { xql, .. } => xql,
         Translation::Declined(why) => {
-            return HuntResult {
-                question: question.to_string(),
-                xql: None,
-                valid: false,
-                rows: Vec::new(),
-                row_count: 0,
-                summary: format!("I can't answer that from the tenant's data: {why}"),
-                follow_ups: Vec::new(),
-                planner: "llm".into(),
-            };
+            let why = format!("I can't answer that from the tenant's data: {why}");
+            return HuntResult::unanswered(question, why, "llm");
         }
         Translation::Failed(why) => {
             let mut answer = hunt_offline(xdr, question).await;
@@ -186,6 +178,22 @@ pub struct HuntResult {
     pub planner: String,
 }
 
+impl HuntResult {
+    /// A question that got no query, and why.
+    fn unanswered(question: &str, summary: String, planner: &str) -> HuntResult {
+        HuntResult {
+            question: question.to_string(),
+            xql: None,
+            valid: false,
+            rows: Vec::new(),
+            row_count: 0,
+            summary,
+            follow_ups: Vec::new(),
+            planner: planner.into(),
+        }
+    }
+}
+
 /// A next hunt, with the technique that makes it worth running.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FollowUp {
@@ -202,16 +210,7 @@ pub async fn hunt_offline(xdr: &dyn Xdr, question: &str) -> HuntResult {
     let plan = match planner::plan(question) {
         Ok(plan) => plan,
         Err(why) => {
-            return HuntResult {
-                question: question.to_string(),
-                xql: None,
-                valid: false,
-                rows: Vec::new(),
-                row_count: 0,
-                summary: why,
-                follow_ups: Vec::new(),
-                planner: "offline".into(),
-            };
+            return HuntResult::unanswered(question, why, "offline");
         }
     };
     let (_, validation) = crate::xql::validate::check(&plan.xql, &planner::hunt_validation());

@@ -729,7 +729,7 @@ impl Tool for DraftSegmentation {
                 return Err(ToolFailure::Arguments("give `group` or `device`".into()));
             }
         };
-        let (report, _) = segment::draft_from_tenant(ctx.xdr, &subject, None)
+        let (report, _) = segment::draft_for_fleet(ctx.xdr, &fleet, &subject, None)
             .await
             .map_err(ToolFailure::Failed)?;
         let set = segment::panos::set_commands(

@@ -143,7 +143,7 @@ fn segment_group(replay: &Replay, finding: &Finding, baseline_until: f64) -> any
     let Some(host) = fleet.hosts.get(&finding.ip) else { return Ok(()) };
     let subject = crate::segment::Subject::Group(host.group());
     let (report, _) = runtime
-        .block_on(crate::segment::draft_from_tenant(replay, &subject, Some(baseline_until)))
+        .block_on(crate::segment::draft_for_fleet(replay, &fleet, &subject, Some(baseline_until)))
         .map_err(anyhow::Error::msg)?;
     let mut out = std::io::stdout().lock();
     writeln!(

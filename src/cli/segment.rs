@@ -77,8 +77,9 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<i32> {
     let tenant = TenantSettings::from_env().open(&args.database.data_dir.data_dir)?;
     let xdr = tenant.xdr();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let fleet = runtime.block_on(segment::fleet(&*xdr)).map_err(anyhow::Error::msg)?;
     let (mut report, baseline) = runtime
-        .block_on(segment::draft_from_tenant(&*xdr, &subject, until))
+        .block_on(segment::draft_for_fleet(&*xdr, &fleet, &subject, until))
         .map_err(anyhow::Error::msg)?;
     if let Some(existing) = &existing {
         report.diff = Some(panos::diff(&report.draft, existing, &baseline));
@@ -95,7 +96,6 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<i32> {
     }
     if args.propose {
         let store = args.database.open(&runtime)?;
-        let fleet = runtime.block_on(segment::fleet(&*xdr)).map_err(anyhow::Error::msg)?;
         let host = args.device.as_deref().and_then(|d| fleet.find(d));
         let gate = Gate::new(store, Policy::default(), crate::actions::Users::default());
         for (action, reason) in

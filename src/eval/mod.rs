@@ -103,14 +103,6 @@ impl CaseReport {
         let (lo, hi) = scores
             .iter()
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
-        let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-        for run in &runs {
-            for (name, value) in &run.metrics {
-                let entry = sums.entry(name.clone()).or_default();
-                entry.0 += value;
-                entry.1 += 1;
-            }
-        }
         CaseReport {
             id: id.to_string(),
             group,
@@ -119,7 +111,7 @@ impl CaseReport {
             pass_rate: runs.iter().filter(|r| r.pass).count() as f64 / n,
             score: scores.iter().sum::<f64>() / n,
             spread: if runs.len() > 1 { (hi - lo) / 2.0 } else { 0.0 },
-            metrics: sums.into_iter().map(|(k, (sum, count))| (k, sum / count as f64)).collect(),
+            metrics: means(runs.iter().map(|r| r.metrics.iter().map(|(k, v)| (k.as_str(), *v)))),
             output: runs.last().map(|r| r.output.clone()).unwrap_or_default(),
             expected,
         }
@@ -144,27 +136,36 @@ pub struct SuiteReport {
     pub floor: BTreeMap<String, f64>,
 }
 
-/// Means of each measure over the cases it applies to, plus the pass rate.
-fn summarise(cases: &[CaseReport]) -> BTreeMap<String, f64> {
+/// The mean of each measure over the items that report it.
+fn means<'a>(
+    items: impl Iterator<Item = impl Iterator<Item = (&'a str, f64)>>,
+) -> BTreeMap<String, f64> {
     let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-    for case in cases {
-        for (name, value) in &case.metrics {
-            let entry = sums.entry(name.clone()).or_default();
+    for item in items {
+        for (name, value) in item {
+            let entry = sums.entry(name.to_string()).or_default();
             entry.0 += value;
             entry.1 += 1;
         }
-        let entry = sums.entry("pass_rate".into()).or_default();
-        entry.0 += case.pass_rate;
-        entry.1 += 1;
     }
     sums.into_iter().map(|(k, (sum, n))| (k, sum / n.max(1) as f64)).collect()
+}
+
+/// Means of each measure over the cases it applies to, plus the pass rate.
+fn summarise(cases: &[CaseReport]) -> BTreeMap<String, f64> {
+    means(cases.iter().map(|case| {
+        case.metrics
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .chain(std::iter::once(("pass_rate", case.pass_rate)))
+    }))
 }
 
 impl SuiteReport {
     fn new(
         name: &str,
         cases: Vec<CaseReport>,
-        cache: Option<&ResponseCache>,
+        (cache_hits, cache_misses): (u64, u64),
         wall_ms: u64,
     ) -> Self {
         let mut groups: BTreeMap<String, Vec<CaseReport>> = BTreeMap::new();
@@ -173,7 +174,6 @@ impl SuiteReport {
                 groups.entry(group.clone()).or_default().push(case.clone());
             }
         }
-        let (cache_hits, cache_misses) = cache.map_or((0, 0), ResponseCache::counts);
         SuiteReport {
             name: name.to_string(),
             metrics: summarise(&cases),
@@ -275,20 +275,18 @@ pub async fn run(options: &EvalOptions) -> Result<Report, String> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64()),
     );
-    let mut planted: Vec<Value> = Vec::new();
-    let mut tools_cases = Vec::new();
-    let mut injection_cases = Vec::new();
-    if options.suites.iter().any(|s| s == "tools") {
-        tools_cases = read_cases::<agentic::ToolsCase>(&options.evals_dir.join("tools"))?;
-        planted.extend(tools_cases.iter().filter_map(|c| c.case.clone()));
-    }
-    if options.suites.iter().any(|s| s == "injection") {
-        injection_cases =
-            read_cases::<agentic::InjectionCase>(&options.evals_dir.join("injection"))?;
-        for case in &injection_cases {
-            planted.push(case.case.clone());
-            planted.push(case.attacked()?);
-        }
+    let chosen = |name: &str| options.suites.iter().any(|s| s == name);
+    let read = |name: &str| options.evals_dir.join(name);
+    let cases = Cases {
+        hunt: if chosen("hunt") { read_cases(&read("hunt"))? } else { Vec::new() },
+        triage: if chosen("triage") { read_cases(&read("triage"))? } else { Vec::new() },
+        tools: if chosen("tools") { read_cases(&read("tools"))? } else { Vec::new() },
+        injection: if chosen("injection") { read_cases(&read("injection"))? } else { Vec::new() },
+    };
+    let mut planted: Vec<Value> = cases.tools.iter().filter_map(|c| c.case.clone()).collect();
+    for case in &cases.injection {
+        planted.push(case.case.clone());
+        planted.push(case.attacked()?);
     }
     let tenant = tenant::prepare(&options.work_dir.join("tenant"), &planted)?;
     let knowledge = crate::knowledge::Knowledge::embedded_default()
@@ -306,17 +304,16 @@ pub async fn run(options: &EvalOptions) -> Result<Report, String> {
         let mut caches = Vec::new();
         for repeat in 0..options.repeat {
             let (llm, cache) = suite_llm(options, suite, repeat)?;
-            let cases = Cases { tools: &tools_cases, injection: &injection_cases };
-            let runs = run_suite(suite, options, &cases, &tenant, &knowledge, llm.as_ref()).await?;
+            let runs = run_suite(suite, &cases, &tenant, &knowledge, llm.as_ref()).await?;
             per_repeat.push(runs);
             caches.extend(cache);
         }
-        let mut cases = Vec::new();
+        let mut reports = Vec::new();
         let first = per_repeat.first().cloned().unwrap_or_default();
         for (idx, scored) in first.into_iter().enumerate() {
             let runs: Vec<CaseRun> =
                 per_repeat.iter().filter_map(|r| r.get(idx)).map(|r| r.run.clone()).collect();
-            cases.push(CaseReport::from_runs(
+            reports.push(CaseReport::from_runs(
                 &scored.id,
                 scored.group,
                 scored.input,
@@ -324,20 +321,12 @@ pub async fn run(options: &EvalOptions) -> Result<Report, String> {
                 runs,
             ));
         }
-        let (hits, misses) =
-            caches.iter().map(|c| c.counts()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let mut report = SuiteReport::new(
-            suite,
-            cases,
-            None,
-            u64::try_from(suite_started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        );
-        report.cache_hits = hits;
-        report.cache_misses = misses;
+        let counts = caches.iter().map(|c| c.counts()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let wall_ms = u64::try_from(suite_started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut report = SuiteReport::new(suite, reports, counts, wall_ms);
         if options.llm.is_some() {
             // The offline planner on the same cases, shown beside the model's scores.
-            let cases = Cases { tools: &tools_cases, injection: &injection_cases };
-            let floor = run_suite(suite, options, &cases, &tenant, &knowledge, None).await?;
+            let floor = run_suite(suite, &cases, &tenant, &knowledge, None).await?;
             let floor: Vec<CaseReport> = floor
                 .into_iter()
                 .map(|s| CaseReport::from_runs(&s.id, s.group, s.input, s.expected, vec![s.run]))
@@ -360,32 +349,27 @@ pub async fn run(options: &EvalOptions) -> Result<Report, String> {
     })
 }
 
-/// The cases read once for the suites that plant them.
-struct Cases<'a> {
-    tools: &'a [agentic::ToolsCase],
-    injection: &'a [agentic::InjectionCase],
+/// Every chosen suite's cases, read once for all repeats and the floor.
+struct Cases {
+    hunt: Vec<hunt::HuntCase>,
+    triage: Vec<triage::TriageCase>,
+    tools: Vec<agentic::ToolsCase>,
+    injection: Vec<agentic::InjectionCase>,
 }
 
 /// One run of one suite with `llm` (the offline planner when `None`).
 async fn run_suite(
     suite: &str,
-    options: &EvalOptions,
-    cases: &Cases<'_>,
+    cases: &Cases,
     tenant: &tenant::EvalTenant,
     knowledge: &crate::knowledge::Knowledge,
     llm: Option<&Llm>,
 ) -> Result<Vec<Scored>, String> {
     Ok(match suite {
-        "hunt" => {
-            let cases = read_cases::<hunt::HuntCase>(&options.evals_dir.join("hunt"))?;
-            hunt::run(&cases, tenant, llm).await
-        }
-        "triage" => {
-            let cases = read_cases::<triage::TriageCase>(&options.evals_dir.join("triage"))?;
-            triage::run(&cases, tenant, knowledge, llm).await?
-        }
-        "tools" => agentic::run_tools(cases.tools, tenant, knowledge, llm).await,
-        _ => agentic::run_injection(cases.injection, tenant, knowledge, llm).await?,
+        "hunt" => hunt::run(&cases.hunt, tenant, llm).await,
+        "triage" => triage::run(&cases.triage, tenant, knowledge, llm).await?,
+        "tools" => agentic::run_tools(&cases.tools, tenant, knowledge, llm).await,
+        _ => agentic::run_injection(&cases.injection, tenant, knowledge, llm).await?,
     })
 }
 

@@ -477,6 +477,26 @@ impl Builder<'_> {
         name
     }
 
+    /// The closing rules: a logged deny of everything else `object` sends, then of
+    /// everything else sent to it.
+    fn deny_both_ways(&mut self, prefix: &str, object: &str, what: &str) {
+        for (suffix, source, destination, text) in [
+            ("deny-out", Side::of(object), Side::any(), format!("everything else {what} sends")),
+            ("deny-in", Side::any(), Side::of(object), format!("everything else sent to {what}")),
+        ] {
+            let name = self.rule_name(&format!("{prefix}-{suffix}"));
+            self.rules.push(Rule {
+                name,
+                source,
+                destination,
+                applications: Vec::new(),
+                services: Vec::new(),
+                action: RuleAction::Deny,
+                description: format!("Denies and logs {text}"),
+            });
+        }
+    }
+
     /// The object a far end is named by, created as needed.
     fn object(&mut self, far: &Far) -> String {
         match far {
@@ -661,21 +681,7 @@ pub fn draft_group(
             });
         }
     }
-    for (suffix, source, destination, what) in [
-        ("deny-out", Side::of(&own), Side::any(), "everything else the group sends"),
-        ("deny-in", Side::any(), Side::of(&own), "everything else sent to the group"),
-    ] {
-        let name = builder.rule_name(&format!("pw-{gslug}-{suffix}"));
-        builder.rules.push(Rule {
-            name,
-            source,
-            destination,
-            applications: Vec::new(),
-            services: Vec::new(),
-            action: RuleAction::Deny,
-            description: format!("Denies and logs {what}"),
-        });
-    }
+    builder.deny_both_ways(&format!("pw-{gslug}"), &own, "the group");
     Ok(Draft {
         kind: "group".into(),
         subject: key,
@@ -757,21 +763,7 @@ pub fn draft_quarantine(
             ));
         }
     }
-    for (suffix, source, destination, what) in [
-        ("deny-out", Side::of(&dag), Side::any(), "everything a quarantined device sends"),
-        ("deny-in", Side::any(), Side::of(&dag), "everything sent to a quarantined device"),
-    ] {
-        let name = builder.rule_name(&format!("pw-quarantine-{suffix}"));
-        builder.rules.push(Rule {
-            name,
-            source,
-            destination,
-            applications: Vec::new(),
-            services: Vec::new(),
-            action: RuleAction::Deny,
-            description: format!("Denies and logs {what}"),
-        });
-    }
+    builder.deny_both_ways("pw-quarantine", &dag, "a quarantined device");
     let mut tagged = BTreeMap::new();
     tagged.insert(dag, vec![host.ip]);
     Ok(Draft {
@@ -925,7 +917,16 @@ pub async fn draft_from_tenant(
     subject: &Subject,
     baseline_until: Option<f64>,
 ) -> Result<(Report, Vec<Conversation>), String> {
-    let fleet = fleet(xdr).await?;
+    draft_for_fleet(xdr, &fleet(xdr).await?, subject, baseline_until).await
+}
+
+/// `draft_from_tenant` for a caller that has read the inventory already.
+pub async fn draft_for_fleet(
+    xdr: &dyn Xdr,
+    fleet: &Fleet,
+    subject: &Subject,
+    baseline_until: Option<f64>,
+) -> Result<(Report, Vec<Conversation>), String> {
     let (first, last) = span(xdr).await?;
     let until = baseline_until.unwrap_or(first + (last - first) / 2.0);
     if until <= first || until > last {
@@ -944,8 +945,8 @@ pub async fn draft_from_tenant(
     let later = conversations(xdr, &mid, &to).await?;
     let baseline_days = (((until - first) / 86_400.0).ceil() as u32).max(1);
     let draft = match subject {
-        Subject::Group(key) => draft_group(&fleet, key, &baseline, baseline_days)?,
-        Subject::Quarantine(device) => draft_quarantine(&fleet, device, &baseline)?,
+        Subject::Group(key) => draft_group(fleet, key, &baseline, baseline_days)?,
+        Subject::Quarantine(device) => draft_quarantine(fleet, device, &baseline)?,
     };
     panos::check_names(&draft)?;
     let impact = simulate(&draft, &baseline, &later);

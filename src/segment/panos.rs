@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Conversation, Draft, Net, Port, Rule, RuleAction, Side, valid_name};
+use super::{Conversation, Draft, Net, Port, Rule, RuleAction, valid_name};
 use crate::actions::kinds::{ConfigSet, PanosTarget, RulePlace};
 
 const DEVICE: &str = "/config/devices/entry[@name='localhost.localdomain']";
@@ -600,9 +600,4 @@ pub fn diff(draft: &Draft, existing: &[ExistingRule], observed: &[Conversation])
         }
     }
     out
-}
-
-/// Whether a side names `any`.
-pub fn is_any(side: &Side) -> bool {
-    side.members.is_empty()
 }
